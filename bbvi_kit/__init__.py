@@ -1,0 +1,64 @@
+"""bbvi-kit: black-box variational inference and VAEs on Pyro, with convergence diagnostics.
+
+The public API. Build a run from a YAML recipe (``bbvi-kit run recipe.yaml``, or
+:func:`run_recipe`) or from Python with :class:`Trainer`; register plugins with the
+``register_*`` decorators.
+"""
+
+__version__ = "0.1.0"
+
+from bbvi_kit.data import DataInfo, DatasetPlugin, DataSplits
+from bbvi_kit.engine import History, Trainer, TrainingOptions
+from bbvi_kit.errors import BBVIError, InputError, TrainingError
+from bbvi_kit.estimators import Estimator, Pathwise, ScoreFunction
+from bbvi_kit.loss import BBVILoss
+from bbvi_kit.model import BBVIModel
+from bbvi_kit.nn import activations as _activations  # noqa: F401  (registers activation plugins)
+from bbvi_kit.objectives import ELBO, IWAE, BetaELBO, Objective
+from bbvi_kit.optim import SGD, Adam, AdamW, OptimizerPlugin, Schedule
+from bbvi_kit.plugin import Configurable, PluginOptions
+from bbvi_kit.registry import (
+    register_activation,
+    register_dataset,
+    register_estimator,
+    register_model,
+    register_objective,
+    register_optimizer,
+    register_schedule,
+)
+
+__all__ = [
+    "__version__",
+    "Adam",
+    "AdamW",
+    "BBVIError",
+    "BBVILoss",
+    "BBVIModel",
+    "BetaELBO",
+    "Configurable",
+    "DataInfo",
+    "DataSplits",
+    "DatasetPlugin",
+    "ELBO",
+    "Estimator",
+    "History",
+    "IWAE",
+    "InputError",
+    "Objective",
+    "OptimizerPlugin",
+    "Pathwise",
+    "PluginOptions",
+    "SGD",
+    "Schedule",
+    "ScoreFunction",
+    "Trainer",
+    "TrainingError",
+    "TrainingOptions",
+    "register_activation",
+    "register_dataset",
+    "register_estimator",
+    "register_model",
+    "register_objective",
+    "register_optimizer",
+    "register_schedule",
+]

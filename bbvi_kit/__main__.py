@@ -1,0 +1,5 @@
+"""``python -m bbvi_kit`` is the ``bbvi-kit`` command."""
+
+from bbvi_kit.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""The 8x8 handwritten digits that ship inside scikit-learn: a real dataset with no download."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch.utils.data import TensorDataset
+
+from bbvi_kit.data.base import DataInfo, DatasetPlugin, DataSplits
+from bbvi_kit.errors import InputError
+from bbvi_kit.plugin import PluginOptions
+from bbvi_kit.registry import register_dataset
+
+
+@register_dataset("digits")
+class Digits(DatasetPlugin):
+    """1,797 grey 8x8 images of digits 0-9 (UCI optical recognition set, as bundled by scikit-learn).
+
+    Pixels are scaled from 0..16 to [0, 1]; each example is a ``(1, 8, 8)`` float tensor, followed
+    by its integer label when ``labels`` is on. The train/test split is a fixed random permutation
+    drawn with ``split_seed``, independent of the training seed.
+    """
+
+    class Options(PluginOptions):
+        test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of examples held out")
+        split_seed: int = Field(0, ge=0, description="seed of the train/test permutation")
+        labels: bool = Field(False, description="yield (image, label) instead of (image,)")
+
+    def load(self) -> DataSplits:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as exc:  # pragma: no cover - scikit-learn is a dependency
+            raise InputError("dataset digits needs scikit-learn: pip install scikit-learn") from exc
+        bunch = load_digits()
+        images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+        labels = torch.as_tensor(bunch.target, dtype=torch.long)
+        generator = torch.Generator().manual_seed(self.options.split_seed)
+        order = torch.randperm(len(images), generator=generator)
+        num_test = int(round(len(images) * self.options.test_fraction))
+        test_idx, train_idx = order[:num_test], order[num_test:]
+
+        def split(idx: torch.Tensor) -> TensorDataset:
+            tensors = (images[idx], labels[idx]) if self.options.labels else (images[idx],)
+            return TensorDataset(*tensors)
+
+        info = DataInfo(
+            name="digits",
+            shape=(1, 8, 8),
+            num_train=len(train_idx),
+            num_test=len(test_idx),
+            num_classes=10 if self.options.labels else None,
+        )
+        return DataSplits(train=split(train_idx), test=split(test_idx), info=info)

@@ -1,0 +1,324 @@
+"""The training loop: any Pyro model/guide pair, any objective, estimator, optimizer and schedule.
+
+One iteration n (1-based):
+
+1. draw a mini-batch; K particles in one vectorised pass give the surrogate loss;
+2. ``backward``;
+3. record the squared global gradient norm ||g_n||^2 (all trainable parameters, and per group
+   phi / theta) *before* clipping and the step, and its running average (1/n) sum_k ||g_k||^2 —
+   the quantity Surendran et al. (AISTATS 2025) bound by O(log n / sqrt n);
+4. stop on a non-finite loss or gradient, naming the step;
+5. clip (optional), set lr_n = lr * schedule(n, epoch), optimizer step;
+6. every ``eval_every`` iterations (default: each epoch's end) and at the end, evaluate on the
+   test set.
+
+Losses are negative bounds in nats per example (mean over the batch). Recorded values are kept as
+tensors on the device and moved to the host in one transfer per flush, so the loop itself does
+not synchronise with the host except for the finiteness check.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import pyro
+import torch
+from pydantic import Field
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from bbvi_kit.data.base import as_args, batch_loader
+from bbvi_kit.diagnostics.gradients import squared_grad_norms
+from bbvi_kit.errors import TrainingError
+from bbvi_kit.estimators.base import Estimator
+from bbvi_kit.estimators.pathwise import Pathwise
+from bbvi_kit.loss import BBVILoss
+from bbvi_kit.objectives.base import Objective
+from bbvi_kit.objectives.elbo import ELBO
+from bbvi_kit.optim import Constant, OptimizerPlugin, Schedule
+from bbvi_kit.plugin import PluginOptions
+from bbvi_kit.runs import RunDirectory
+
+
+class TrainingOptions(PluginOptions):
+    """The ``training:`` section of a recipe (also usable from Python)."""
+
+    batch_size: int = Field(128, ge=1, le=10_000_000, description="examples per mini-batch (B)")
+    epochs: int = Field(10, ge=1, le=1_000_000, description="passes over the training set")
+    iterations: int | None = Field(
+        None, ge=1, le=10**10, description="stop after this many updates even if epochs remain"
+    )
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seeds torch, numpy, random and data order")
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
+    record_every: int = Field(1, ge=1, description="write a metrics row every this many iterations")
+    eval_every: int | None = Field(
+        None, ge=1, description="evaluate every this many iterations; null: at each epoch's end"
+    )
+    eval_batch_size: int = Field(512, ge=1, description="batch size of evaluation passes")
+    grad_clip: float | None = Field(
+        None, gt=0.0, description="clip the global gradient norm to this (after it is recorded)"
+    )
+    flush_every: int = Field(50, ge=1, description="move recorded values to disk every this many iterations")
+    progress: bool = Field(True, description="show a progress bar with the current loss")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; anything else goes to ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _to_device(args: tuple, device: torch.device) -> tuple:
+    return tuple(a.to(device, non_blocking=True) if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _owner_module(fn: Any) -> nn.Module | None:
+    if isinstance(fn, nn.Module):
+        return fn
+    owner = getattr(fn, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
+@dataclass
+class History:
+    """What a run recorded: the rows of ``metrics.csv`` and ``eval.csv`` as dicts."""
+
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+    run_dir: str | None = None
+
+
+class Trainer:
+    """Trains a Pyro model/guide pair by black-box variational inference.
+
+    Args:
+        model, guide: Pyro programs taking the batch tensors as positional arguments.
+        objective: e.g. ``ELBO(num_particles=1)``, ``IWAE(num_particles=5)``, ``BetaELBO(beta=4)``.
+        estimator: ``Pathwise()`` or ``ScoreFunction(baseline=...)``.
+        optimizer: e.g. ``Adam(lr=1e-3)`` or ``SGD(lr=1e-2, momentum=0.9)``.
+        schedule: step-size schedule (default constant).
+        training: batch size, epochs, seed, device, recording and evaluation frequency.
+        parameter_groups: optional callable returning named groups of parameters (e.g. a model
+            plugin's ``parameter_groups``); by default parameters are found on the first step —
+            the guide's (param sites and ``nn.Module`` parameters) form ``phi``, the model's
+            ``theta``.
+        modules: ``nn.Module``s to move to the device and switch between train and eval mode
+            (model/guide that are modules or bound methods of one are found automatically).
+        max_plate_nesting: batch dims used by the model's plates; guessed when ``None``.
+
+    Example::
+
+        trainer = Trainer(model, guide, objective=ELBO(), estimator=Pathwise(),
+                          optimizer=Adam(lr=1e-2), training=TrainingOptions(epochs=5))
+        history = trainer.fit(train_dataset, test_dataset)
+        history.metrics[-1]["grad_norm_sq_avg"]
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        *,
+        objective: Objective,
+        estimator: Estimator,
+        optimizer: OptimizerPlugin,
+        schedule: Schedule | None = None,
+        training: TrainingOptions | None = None,
+        parameter_groups: Callable[[], dict[str, list[torch.Tensor]]] | None = None,
+        modules: Iterable[nn.Module] = (),
+        max_plate_nesting: int | None = None,
+    ) -> None:
+        self.model = model
+        self.guide = guide
+        self.objective = objective
+        self.estimator = estimator
+        self.optimizer_plugin = optimizer
+        self.schedule = schedule or Constant()
+        self.training = training or TrainingOptions()
+        self.device = resolve_device(self.training.device)
+        self._parameter_groups = parameter_groups
+        self.modules: list[nn.Module] = list(modules)
+        for fn in (model, guide):
+            owner = _owner_module(fn)
+            if owner is not None and all(owner is not m for m in self.modules):
+                self.modules.append(owner)
+        self.loss = BBVILoss(model, guide, objective, estimator, max_plate_nesting)
+        self.eval_loss = BBVILoss(model, guide, ELBO(num_particles=1), Pathwise(), max_plate_nesting)
+        self.eval_objective = BBVILoss(model, guide, objective, Pathwise(), max_plate_nesting)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.groups: dict[str, list[torch.Tensor]] = {}
+        self.step = 0
+
+    # -- parameters -------------------------------------------------------------------------
+    def _discover_groups(self, model_trace: Any, guide_trace: Any) -> dict[str, list[torch.Tensor]]:
+        if self._parameter_groups is not None:
+            groups = self._parameter_groups()
+        else:
+            groups = {"phi": [], "theta": []}
+            for name, trace, fn in (("phi", guide_trace, self.guide), ("theta", model_trace, self.model)):
+                for site in trace.nodes.values():
+                    if site["type"] == "param":
+                        groups[name].append(site["value"].unconstrained())
+                owner = _owner_module(fn)
+                if owner is not None:
+                    groups[name].extend(owner.parameters())
+        seen: set[int] = set()
+        unique: dict[str, list[torch.Tensor]] = {}
+        for name, params in groups.items():
+            kept = [p for p in params if p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for p in kept)
+            if kept:
+                unique[name] = kept
+        if not unique:
+            raise TrainingError("the model and guide have no trainable parameters")
+        return unique
+
+    @property
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for params in self.groups.values() for p in params]
+
+    # -- evaluation -------------------------------------------------------------------------
+    def evaluate(self, dataset: Dataset, seed: int) -> dict[str, float]:
+        """Test negative ELBO (one particle) and negative training objective, per example.
+
+        Runs in eval mode, without gradients, inside a forked RNG seeded with ``seed`` so that
+        evaluating never shifts the training run's random stream.
+        """
+        for m in self.modules:
+            m.eval()
+        totals = {"test_loss": 0.0, "test_objective_loss": 0.0}
+        count = 0
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(seed)
+            sums = torch.zeros(2, device=self.device, dtype=torch.float64)
+            for batch in batch_loader(dataset, self.training.eval_batch_size, shuffle=False):
+                args = _to_device(as_args(batch), self.device)
+                n = len(args[0])
+                sums[0] += self.eval_loss(*args).loss.double() * n
+                sums[1] += self.eval_objective(*args).loss.double() * n
+                count += n
+            values = (sums / max(count, 1)).tolist()
+        for m in self.modules:
+            m.train()
+        totals["test_loss"], totals["test_objective_loss"] = values
+        return totals
+
+    # -- training ---------------------------------------------------------------------------
+    def fit(
+        self,
+        train_data: Dataset,
+        test_data: Dataset | None = None,
+        run: RunDirectory | None = None,
+    ) -> History:
+        """Train; returns the recorded :class:`History` (and streams it into ``run`` if given)."""
+        opts = self.training
+        pyro.set_rng_seed(opts.seed)
+        for m in self.modules:
+            m.to(self.device)
+            m.train()
+        generator = torch.Generator().manual_seed(opts.seed)
+        loader = batch_loader(train_data, opts.batch_size, shuffle=True, generator=generator)
+        per_epoch = len(loader)
+        if per_epoch == 0:
+            raise TrainingError("the training set is empty")
+        total = per_epoch * opts.epochs
+        if opts.iterations is not None:
+            total = min(total, opts.iterations)
+        history = History(run_dir=str(run.path) if run else None)
+        pending: list[tuple[dict[str, float], torch.Tensor]] = []
+        running_sum = torch.zeros((), device=self.device)
+        group_names: list[str] = []
+        start = time.perf_counter()
+        eval_every = opts.eval_every
+        last_eval_step = -1
+
+        def flush() -> None:
+            if not pending:
+                return
+            values = torch.stack([v for _, v in pending]).tolist()
+            rows = []
+            for (head, _), vals in zip(pending, values):
+                row = {"step": head["step"], "epoch": head["epoch"]}
+                row.update(zip(["loss", "grad_norm_sq", "grad_norm_sq_avg"] + [f"grad_norm_sq_{g}" for g in group_names], vals))
+                row["lr"] = head["lr"]
+                row["time"] = head["time"]
+                rows.append(row)
+            pending.clear()
+            history.metrics.extend(rows)
+            if run is not None:
+                run.metrics.write(rows)
+            if bar is not None:
+                bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}", refresh=False)
+
+        def do_eval(epoch: int) -> None:
+            nonlocal last_eval_step
+            if test_data is None or last_eval_step == self.step:
+                return
+            flush()
+            row = {"step": self.step, "epoch": epoch, **self.evaluate(test_data, seed=opts.seed + self.step)}
+            row["time"] = time.perf_counter() - start
+            history.evals.append(row)
+            if run is not None:
+                run.evals.write([row])
+            last_eval_step = self.step
+
+        bar = tqdm(total=total, disable=not opts.progress, unit="it", dynamic_ncols=True, leave=True)
+        try:
+            epoch = 0
+            while self.step < total:
+                for batch in loader:
+                    if self.step >= total:
+                        break
+                    self.step += 1
+                    args = _to_device(as_args(batch), self.device)
+                    result = self.loss(*args)
+                    if self.optimizer is None:
+                        trace = result.particles
+                        self.groups = self._discover_groups(trace.model_trace, trace.guide_trace)
+                        group_names = list(self.groups)
+                        self.optimizer = self.optimizer_plugin.build(self.parameters)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    result.surrogate.backward()
+                    norms = squared_grad_norms(self.groups)
+                    running_sum = running_sum + norms["total"].detach()
+                    if not bool(torch.isfinite(result.loss) & torch.isfinite(norms["total"])):
+                        flush()
+                        raise TrainingError(
+                            f"non-finite loss or gradient at step {self.step} (epoch {epoch}): "
+                            f"loss={result.loss.item():.6g}, grad_norm_sq={norms['total'].item():.6g}"
+                        )
+                    if opts.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(self.parameters, opts.grad_clip)
+                    lr = self.optimizer_plugin.lr * self.schedule.factor(self.step, epoch)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    self.optimizer.step()
+                    bar.update(1)
+                    if self.step % opts.record_every == 0 or self.step == total:
+                        recorded = [result.loss, norms["total"], running_sum / self.step]
+                        values = torch.stack([t.detach().float() for t in recorded + [norms[g] for g in group_names]])
+                        head = {"step": self.step, "epoch": epoch, "lr": lr, "time": time.perf_counter() - start}
+                        pending.append((head, values))
+                    if len(pending) >= opts.flush_every:
+                        flush()
+                    if eval_every is not None and self.step % eval_every == 0:
+                        do_eval(epoch)
+                if eval_every is None:
+                    do_eval(epoch)
+                epoch += 1
+            flush()
+            do_eval(max(epoch - 1, 0))
+        finally:
+            bar.close()
+        return history
+
+
+def count_parameters(params: Sequence[torch.Tensor]) -> int:
+    """Number of scalar parameters (d* in the paper's bounds)."""
+    return sum(math.prod(p.shape) for p in params)

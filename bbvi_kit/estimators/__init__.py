@@ -1,0 +1,7 @@
+"""Gradient estimators: how a surrogate loss is built from particles (pathwise, score function)."""
+
+from bbvi_kit.estimators.base import Estimator, SurrogateLoss
+from bbvi_kit.estimators.pathwise import Pathwise
+from bbvi_kit.estimators.score import ScoreFunction
+
+__all__ = ["Estimator", "SurrogateLoss", "Pathwise", "ScoreFunction"]

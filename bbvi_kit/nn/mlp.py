@@ -1,0 +1,49 @@
+"""Building blocks for model plugins: activation specs and multilayer perceptrons."""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+from pydantic import ValidationError
+from torch import nn
+
+from bbvi_kit.errors import InputError
+from bbvi_kit.registry import activations
+
+ActivationSpec = Union[str, dict[str, Any]]
+"""An activation by name (``"tanh"``) or name plus options (``{"name": "generalized_soft_clipping",
+"sharpness": 10}``)."""
+
+
+def check_activation(spec: ActivationSpec) -> ActivationSpec:
+    """Validate an activation spec (for use inside a pydantic validator: raises ``ValueError``)."""
+    make_activation(spec, as_value_error=True)
+    return spec
+
+
+def make_activation(spec: ActivationSpec, *, as_value_error: bool = False) -> nn.Module:
+    """Build the activation module an :data:`ActivationSpec` names."""
+    try:
+        if isinstance(spec, str):
+            name, options = spec, {}
+        elif isinstance(spec, dict) and isinstance(spec.get("name"), str):
+            options = dict(spec)
+            name = options.pop("name")
+        else:
+            raise InputError(f"an activation is a name or a mapping with a 'name' key, got {spec!r}")
+        cls = activations.get(name)
+        return cls(**options)
+    except (InputError, ValidationError) as exc:
+        if as_value_error:
+            raise ValueError(str(exc).replace("\n", " ")) from None
+        raise
+
+
+def mlp(sizes: list[int], activation: ActivationSpec, *, final_activation: bool = False) -> nn.Sequential:
+    """Linear layers ``sizes[0] -> sizes[1] -> ... -> sizes[-1]`` with ``activation`` between them."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(make_activation(activation))
+    return nn.Sequential(*layers)

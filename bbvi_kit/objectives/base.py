@@ -1,0 +1,43 @@
+"""The interface every objective plugin implements."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from bbvi_kit.plugin import Configurable, PluginOptions
+
+
+class Objective(Configurable):
+    """A bound to maximise, computed from the log weights ``log w[k, b]`` of K particles.
+
+    Subclasses define three reductions of a ``[K, *batch]`` tensor of log weights:
+
+    - :meth:`bound`: the per-example value (to maximise), shape ``[*batch]``;
+    - :meth:`learning_signal`: the factor each particle's ``log q`` is multiplied by in the
+      score-function estimator, shape ``[K, *batch]``;
+    - :meth:`leave_one_out`: a baseline for that signal built from the other K-1 particles only,
+      so subtracting it keeps the estimator unbiased.
+
+    ``latent_scale`` multiplies the log densities of latent sites in model and guide (beta).
+    """
+
+    class Options(PluginOptions):
+        num_particles: int = Field(1, ge=1, le=100_000, description="K, particles per example")
+
+    @property
+    def num_particles(self) -> int:
+        return self.options.num_particles
+
+    @property
+    def latent_scale(self) -> float:
+        return 1.0
+
+    def bound(self, log_weights: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def learning_signal(self, log_weights: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def leave_one_out(self, log_weights: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,180 @@
+"""Optimizers (thin plugins over ``torch.optim``) and step-size schedules.
+
+A schedule is a pure function of the iteration n (1-based: the n-th update) and the epoch e
+(0-based) returning a factor; the learning rate of update n is ``lr * factor(n, e)``. Being pure,
+it needs no state of its own to checkpoint.
+
+The convergence theorems of Surendran et al. (AISTATS 2025) take gamma_n = gamma_0 / sqrt(n) per
+iteration; the authors' code decays per epoch, gamma_0 / sqrt(e + 1). Both are here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from pydantic import Field, model_validator
+
+from bbvi_kit.plugin import Configurable, PluginOptions
+from bbvi_kit.registry import register_optimizer, register_schedule
+
+Params = Iterable[torch.Tensor]
+
+
+class OptimizerPlugin(Configurable):
+    """Builds a ``torch.optim.Optimizer`` over parameters; ``lr`` is the base step size gamma_0."""
+
+    class Options(PluginOptions):
+        lr: float = Field(1e-3, gt=0.0, le=1e3, description="base step size gamma_0")
+        weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty added to the gradient")
+
+    @property
+    def lr(self) -> float:
+        return float(self.options.lr)
+
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+
+@register_optimizer("sgd")
+class SGD(OptimizerPlugin):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum: ``torch.optim.SGD``."""
+
+    class Options(OptimizerPlugin.Options):
+        momentum: float = Field(0.0, ge=0.0, lt=1.0)
+        dampening: float = Field(0.0, ge=0.0, le=1.0)
+        nesterov: bool = False
+
+        @model_validator(mode="after")
+        def _nesterov_needs_momentum(self) -> "SGD.Options":
+            if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+                raise ValueError("nesterov needs momentum > 0 and dampening = 0")
+            return self
+
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        o = self.options
+        return torch.optim.SGD(
+            params, lr=o.lr, momentum=o.momentum, dampening=o.dampening, nesterov=o.nesterov,
+            weight_decay=o.weight_decay,
+        )
+
+
+class _AdamOptions(OptimizerPlugin.Options):
+    betas: tuple[float, float] = Field((0.9, 0.999), description="(beta1, beta2); theory: beta1 < sqrt(beta2)")
+    eps: float = Field(1e-8, gt=0.0)
+    amsgrad: bool = False
+
+    @model_validator(mode="after")
+    def _betas_in_range(self) -> "_AdamOptions":
+        b1, b2 = self.betas
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ValueError("betas must lie in [0, 1)")
+        return self
+
+
+@register_optimizer("adam")
+class Adam(OptimizerPlugin):
+    """Adam (Kingma & Ba 2015): ``torch.optim.Adam``; weight decay is L2 added to the gradient.
+
+    The convergence guarantee of Surendran et al. (2025) assumes beta1 < sqrt(beta2) < 1.
+    """
+
+    Options = _AdamOptions
+
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        o = self.options
+        return torch.optim.Adam(
+            params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, amsgrad=o.amsgrad
+        )
+
+
+@register_optimizer("adamw")
+class AdamW(OptimizerPlugin):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019): ``torch.optim.AdamW``."""
+
+    Options = _AdamOptions
+
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        o = self.options
+        return torch.optim.AdamW(
+            params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, amsgrad=o.amsgrad
+        )
+
+
+@register_optimizer("rmsprop")
+class RMSprop(OptimizerPlugin):
+    """RMSprop (Tieleman & Hinton 2012): ``torch.optim.RMSprop``."""
+
+    class Options(OptimizerPlugin.Options):
+        alpha: float = Field(0.99, gt=0.0, lt=1.0)
+        eps: float = Field(1e-8, gt=0.0)
+        momentum: float = Field(0.0, ge=0.0, lt=1.0)
+
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        o = self.options
+        return torch.optim.RMSprop(
+            params, lr=o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum, weight_decay=o.weight_decay
+        )
+
+
+@register_optimizer("adagrad")
+class Adagrad(OptimizerPlugin):
+    """Adagrad (Duchi et al. 2011): ``torch.optim.Adagrad``."""
+
+    class Options(OptimizerPlugin.Options):
+        eps: float = Field(1e-10, gt=0.0)
+
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        o = self.options
+        return torch.optim.Adagrad(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay)
+
+
+class Schedule(Configurable):
+    """Step-size factor of update n (1-based) in epoch e (0-based): lr_n = lr * factor(n, e)."""
+
+    def factor(self, iteration: int, epoch: int) -> float:
+        raise NotImplementedError
+
+
+@register_schedule("constant")
+class Constant(Schedule):
+    """gamma_n = gamma_0."""
+
+    def factor(self, iteration: int, epoch: int) -> float:
+        return 1.0
+
+
+@register_schedule("inv_sqrt_iteration")
+class InverseSqrtIteration(Schedule):
+    """gamma_n = gamma_0 / sqrt(n), the step size of the convergence theorems (per iteration)."""
+
+    def factor(self, iteration: int, epoch: int) -> float:
+        return 1.0 / math.sqrt(max(iteration, 1))
+
+
+@register_schedule("inv_sqrt_epoch")
+class InverseSqrtEpoch(Schedule):
+    """gamma_n = gamma_0 / sqrt(e + 1) in epoch e, as the paper authors' code does."""
+
+    def factor(self, iteration: int, epoch: int) -> float:
+        return 1.0 / math.sqrt(epoch + 1)
+
+
+@register_schedule("warmup")
+class Warmup(Schedule):
+    """Linear warm-up over ``warmup_iterations`` updates, then constant or gamma_0 / sqrt(n / W).
+
+    factor(n) = n / W for n < W; afterwards 1 (``then: constant``) or sqrt(W / n)
+    (``then: inv_sqrt_iteration``), which joins the warm-up continuously at n = W.
+    """
+
+    class Options(PluginOptions):
+        warmup_iterations: int = Field(100, ge=1)
+        then: str = Field("constant", pattern="^(constant|inv_sqrt_iteration)$")
+
+    def factor(self, iteration: int, epoch: int) -> float:
+        w = self.options.warmup_iterations
+        if iteration < w:
+            return iteration / w
+        return 1.0 if self.options.then == "constant" else math.sqrt(w / iteration)

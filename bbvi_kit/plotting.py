@@ -1,0 +1,77 @@
+"""Figures drawn from a run directory's CSV files (never from live objects).
+
+Because plots read only ``metrics.csv`` and ``eval.csv``, they can be redrawn at any time with
+``bbvi-kit plot RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bbvi_kit.errors import InputError  # noqa: E402
+from bbvi_kit.runs import read_csv  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _column(rows: list[dict[str, float]], key: str) -> list[float]:
+    return [r[key] for r in rows]
+
+
+def plot_run(run_dir: str | Path) -> list[Path]:
+    """Draw ``plots/loss.png`` and ``plots/grad_norm_sq.png`` for one run; returns their paths."""
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.csv"
+    if not metrics_path.is_file():
+        raise InputError(f"{run_dir}: not a run directory with metrics (no metrics.csv)")
+    metrics = read_csv(metrics_path)
+    if not metrics:
+        raise InputError(f"{metrics_path}: no rows to plot")
+    evals = read_csv(run_dir / "eval.csv") if (run_dir / "eval.csv").is_file() else []
+    out = run_dir / "plots"
+    out.mkdir(exist_ok=True)
+    steps = _column(metrics, "step")
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.plot(steps, _column(metrics, "loss"), lw=0.8, alpha=0.6, label="training loss (mini-batch)")
+    if evals:
+        ax.plot(_column(evals, "step"), _column(evals, "test_loss"), "o-", lw=2, label="test negative ELBO")
+        if any(not math.isclose(e["test_objective_loss"], e["test_loss"]) for e in evals):
+            ax.plot(_column(evals, "step"), _column(evals, "test_objective_loss"), "s--", lw=1.5,
+                    label="test negative objective")
+    ax.set_xlabel("iteration n")
+    ax.set_ylabel("nats per example")
+    ax.set_title(f"Loss — {run_dir.parent.name}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    paths = [_save(fig, out / "loss.png")]
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.plot(steps, _column(metrics, "grad_norm_sq"), lw=0.6, alpha=0.45, label=r"$\|g_n\|^2$ (mini-batch)")
+    ax.plot(steps, _column(metrics, "grad_norm_sq_avg"), lw=2.2, color="black",
+            label=r"running average $\frac{1}{n}\sum_k \|g_k\|^2$")
+    for key in metrics[0]:
+        if key.startswith("grad_norm_sq_") and key != "grad_norm_sq_avg":
+            ax.plot(steps, _column(metrics, key), lw=0.8, ls="--", alpha=0.7,
+                    label=rf"$\|g_{{\{key[len('grad_norm_sq_'):]}}}\|^2$")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration n")
+    ax.set_ylabel("squared gradient norm")
+    ax.set_title(f"Squared gradient norm — {run_dir.parent.name}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, out / "grad_norm_sq.png"))
+    return paths

@@ -1,0 +1,246 @@
+"""YAML recipes: parse, apply ``KEY=VALUE`` overrides, validate, resolve plugins.
+
+A recipe is a mapping of sections. Each plugin section names its plugin and gives its options
+inline, validated against that plugin's own ``Options`` schema (unknown keys are errors)::
+
+    name: quickstart
+    plugins: [my_plugins.py]        # files (relative to the recipe) or module paths to import
+    model: {name: gaussian_vae, latent_dim: 8}
+    data: {name: digits}
+    objective: {name: elbo, num_particles: 1}
+    estimator: {name: pathwise}
+    optimizer: {name: adam, lr: 1.0e-3}
+    schedule: {name: constant}
+    training: {batch_size: 128, epochs: 10, seed: 0, device: auto}
+    output: {root: runs}
+
+Every error is one line naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bbvi_kit.engine import TrainingOptions
+from bbvi_kit.errors import InputError
+from bbvi_kit.plugin import PluginOptions
+from bbvi_kit.registry import REGISTRIES, load_plugin_source
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+# recipe section -> plugin kind
+PLUGIN_SECTIONS: dict[str, str] = {
+    "model": "model",
+    "data": "dataset",
+    "objective": "objective",
+    "estimator": "estimator",
+    "optimizer": "optimizer",
+    "schedule": "schedule",
+}
+
+
+class PluginSection(BaseModel):
+    """A plugin's name with its options inline (checked later against the plugin's schema)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1)
+
+
+class OutputOptions(PluginOptions):
+    root: str = Field("runs", min_length=1, description="runs are written to ROOT/<name>/<time>-<id>/")
+
+
+class RecipeSchema(PluginOptions):
+    """The top level of a recipe, before plugin options are checked."""
+
+    name: str | None = Field(None, description="run name; default: the recipe file's stem")
+    description: str = ""
+    plugins: list[str] = Field(default_factory=list)
+    model: PluginSection
+    data: PluginSection = PluginSection(name="digits")
+    objective: PluginSection | None = None
+    estimator: PluginSection = PluginSection(name="pathwise")
+    optimizer: PluginSection = PluginSection(name="adam")
+    schedule: PluginSection = PluginSection(name="constant")
+    training: TrainingOptions = TrainingOptions()
+    output: OutputOptions = OutputOptions()
+
+
+@dataclass
+class ResolvedPlugin:
+    """A plugin class and its validated options."""
+
+    name: str
+    cls: Any
+    options: PluginOptions
+
+    def build(self, *args: Any) -> Any:
+        return self.cls(*args, **self.options.model_dump())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.options.model_dump(mode="json")}
+
+
+@dataclass
+class Recipe:
+    """A fully resolved recipe: every plugin found, every option validated and defaulted."""
+
+    name: str
+    description: str
+    source: str
+    plugins: list[str]
+    model: ResolvedPlugin
+    data: ResolvedPlugin
+    objective: ResolvedPlugin
+    estimator: ResolvedPlugin
+    optimizer: ResolvedPlugin
+    schedule: ResolvedPlugin
+    training: TrainingOptions
+    output: OutputOptions
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved recipe as plain data; written to the run directory as recipe.yaml."""
+        out: dict[str, Any] = {"name": self.name, "description": self.description, "plugins": self.plugins}
+        for section in PLUGIN_SECTIONS:
+            out[section] = getattr(self, section).as_dict()
+        out["training"] = self.training.model_dump(mode="json")
+        out["output"] = self.output.model_dump(mode="json")
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.as_dict(), sort_keys=False)
+
+
+# -- errors ------------------------------------------------------------------------------------
+def _format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> InputError:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        msg = err["msg"].replace("\n", " ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{loc or '(top level)'}: {msg}")
+    return InputError(f"{source}: " + "; ".join(parts))
+
+
+# -- loading -----------------------------------------------------------------------------------
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a recipe file with ``yaml.safe_load``; every failure is an :class:`InputError`."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"recipe file not found: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"recipe path is a directory, not a file: {path}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise InputError(f"{path}: invalid YAML{where}: {exc.problem or exc.context}") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise InputError(f"{path}: invalid YAML: {type(exc).__name__}") from None
+    if data is None:
+        raise InputError(f"{path}: the recipe is empty")
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set dotted keys to YAML values: ``["optimizer.lr=1e-4", "training.epochs=2"]``."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.match(key):
+            raise InputError(f"override {item!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=1e-4")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise InputError(f"override {item!r}: the value is not valid YAML") from None
+        parts = key.split(".")
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise InputError(f"override {item!r}: {'.'.join(parts[: depth + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _resolve_plugin(section: str, spec: PluginSection, source: str) -> ResolvedPlugin:
+    registry = REGISTRIES[PLUGIN_SECTIONS[section]]
+    cls = registry.get(spec.name, key=f"{source}: {section}.name")
+    options = dict(spec.model_extra or {})
+    try:
+        validated = cls.Options(**options)
+    except ValidationError as exc:
+        raise _format_validation_error(exc, source, prefix=section) from None
+    return ResolvedPlugin(spec.name, cls, validated)
+
+
+def resolve(data: Mapping[str, Any], source: str = "<recipe>", base_dir: Path | None = None,
+            default_name: str = "recipe") -> Recipe:
+    """Validate recipe data and resolve its plugins; see the module docstring."""
+    try:
+        schema = RecipeSchema.model_validate(dict(data))
+    except ValidationError as exc:
+        raise _format_validation_error(exc, source) from None
+    plugins = []
+    for i, spec in enumerate(schema.plugins):
+        plugins.append(load_plugin_source(spec, base_dir, key=f"{source}: plugins.{i}"))
+    name = schema.name if schema.name is not None else default_name
+    if not _NAME.match(name) or ".." in name:
+        raise InputError(
+            f"{source}: name: {name!r} must be 1-128 letters, digits, '_', '-' or '.', starting with a "
+            "letter or digit (it names the run's folder)"
+        )
+    resolved: dict[str, ResolvedPlugin] = {}
+    for section in ("model", "data", "estimator", "optimizer", "schedule"):
+        resolved[section] = _resolve_plugin(section, getattr(schema, section), source)
+    model_cls = resolved["model"].cls
+    objective_spec = schema.objective or PluginSection(**model_cls.default_objective)
+    resolved["objective"] = _resolve_plugin("objective", objective_spec, source)
+    allowed = getattr(model_cls, "objectives", None)
+    if allowed is not None and objective_spec.name not in allowed:
+        raise InputError(
+            f"{source}: objective.name: model {resolved['model'].name!r} trains under "
+            f"{' or '.join(repr(a) for a in allowed)}, not {objective_spec.name!r}"
+        )
+    estimator = resolved["estimator"].build()
+    try:
+        estimator.check(resolved["objective"].build())
+    except ValueError as exc:
+        raise InputError(f"{source}: estimator: {exc}") from None
+    return Recipe(
+        name=name,
+        description=schema.description,
+        source=source,
+        plugins=plugins,
+        training=schema.training,
+        output=schema.output,
+        **resolved,
+    )
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read, override, validate and resolve the recipe at ``path``."""
+    path = Path(path)
+    data = apply_overrides(load_yaml(path), overrides)
+    return resolve(data, source=str(path), base_dir=path.resolve().parent, default_name=path.stem)
