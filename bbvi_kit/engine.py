@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from bbvi_kit.data.base import as_args, batch_loader
 from bbvi_kit.diagnostics.gradients import squared_grad_norms
-from bbvi_kit.errors import TrainingError
+from bbvi_kit.errors import BBVIError, TrainingError
 from bbvi_kit.estimators.base import Estimator
 from bbvi_kit.estimators.pathwise import Pathwise
 from bbvi_kit.loss import BBVILoss
@@ -210,6 +210,23 @@ class Trainer:
         return totals
 
     # -- training ---------------------------------------------------------------------------
+    def _step_loss(self, args: tuple, epoch: int, flush: Callable[[], None]) -> Any:
+        """The surrogate loss of one step; a failure inside model or guide names the step.
+
+        Non-finite parameters typically surface here first, as a distribution refusing a NaN
+        argument, before the loss itself can be checked.
+        """
+        try:
+            return self.loss(*args)
+        except BBVIError:
+            raise
+        except Exception as exc:
+            flush()
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise TrainingError(
+                f"step {self.step} (epoch {epoch}): model or guide failed: {type(exc).__name__}: {first_line}"
+            ) from exc
+
     def fit(
         self,
         train_data: Dataset,
@@ -277,7 +294,7 @@ class Trainer:
                         break
                     self.step += 1
                     args = _to_device(as_args(batch), self.device)
-                    result = self.loss(*args)
+                    result = self._step_loss(args, epoch, flush)
                     if self.optimizer is None:
                         trace = result.particles
                         self.groups = self._discover_groups(trace.model_trace, trace.guide_trace)

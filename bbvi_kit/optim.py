@@ -11,7 +11,7 @@ iteration; the authors' code decays per epoch, gamma_0 / sqrt(e + 1). Both are h
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -42,9 +42,9 @@ class SGD(OptimizerPlugin):
     """Stochastic gradient descent, optionally with (Nesterov) momentum: ``torch.optim.SGD``."""
 
     class Options(OptimizerPlugin.Options):
-        momentum: float = Field(0.0, ge=0.0, lt=1.0)
-        dampening: float = Field(0.0, ge=0.0, le=1.0)
-        nesterov: bool = False
+        momentum: float = Field(0.0, ge=0.0, lt=1.0, description="heavy-ball momentum (0: plain SGD)")
+        dampening: float = Field(0.0, ge=0.0, le=1.0, description="dampening of the momentum buffer")
+        nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0, dampening 0)")
 
         @model_validator(mode="after")
         def _nesterov_needs_momentum(self) -> "SGD.Options":
@@ -62,8 +62,8 @@ class SGD(OptimizerPlugin):
 
 class _AdamOptions(OptimizerPlugin.Options):
     betas: tuple[float, float] = Field((0.9, 0.999), description="(beta1, beta2); theory: beta1 < sqrt(beta2)")
-    eps: float = Field(1e-8, gt=0.0)
-    amsgrad: bool = False
+    eps: float = Field(1e-8, gt=0.0, description="added to the denominator")
+    amsgrad: bool = Field(False, description="use the AMSGrad maximum of second moments")
 
     @model_validator(mode="after")
     def _betas_in_range(self) -> "_AdamOptions":
@@ -107,9 +107,9 @@ class RMSprop(OptimizerPlugin):
     """RMSprop (Tieleman & Hinton 2012): ``torch.optim.RMSprop``."""
 
     class Options(OptimizerPlugin.Options):
-        alpha: float = Field(0.99, gt=0.0, lt=1.0)
-        eps: float = Field(1e-8, gt=0.0)
-        momentum: float = Field(0.0, ge=0.0, lt=1.0)
+        alpha: float = Field(0.99, gt=0.0, lt=1.0, description="smoothing of the squared-gradient average")
+        eps: float = Field(1e-8, gt=0.0, description="added to the denominator")
+        momentum: float = Field(0.0, ge=0.0, lt=1.0, description="momentum")
 
     def build(self, params: Params) -> torch.optim.Optimizer:
         o = self.options
@@ -123,7 +123,7 @@ class Adagrad(OptimizerPlugin):
     """Adagrad (Duchi et al. 2011): ``torch.optim.Adagrad``."""
 
     class Options(OptimizerPlugin.Options):
-        eps: float = Field(1e-10, gt=0.0)
+        eps: float = Field(1e-10, gt=0.0, description="added to the denominator")
 
     def build(self, params: Params) -> torch.optim.Optimizer:
         o = self.options
@@ -170,8 +170,8 @@ class Warmup(Schedule):
     """
 
     class Options(PluginOptions):
-        warmup_iterations: int = Field(100, ge=1)
-        then: str = Field("constant", pattern="^(constant|inv_sqrt_iteration)$")
+        warmup_iterations: int = Field(100, ge=1, description="W, updates of linear warm-up")
+        then: Literal["constant", "inv_sqrt_iteration"] = Field("constant", description="what follows the warm-up")
 
     def factor(self, iteration: int, epoch: int) -> float:
         w = self.options.warmup_iterations

@@ -68,7 +68,7 @@ class Softplus(_Activation):
     """log(1 + e^{beta x}) / beta."""
 
     class Options(PluginOptions):
-        beta: float = Field(1.0, gt=0.0)
+        beta: float = Field(1.0, gt=0.0, description="sharpness")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.softplus(x, beta=self.options.beta)
@@ -87,7 +87,7 @@ class ELU(_Activation):
     """x for x > 0, alpha (e^x - 1) otherwise."""
 
     class Options(PluginOptions):
-        alpha: float = Field(1.0, gt=0.0)
+        alpha: float = Field(1.0, gt=0.0, description="value approached as x -> -infinity is -alpha")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.elu(x, alpha=self.options.alpha)

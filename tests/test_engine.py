@@ -1,0 +1,227 @@
+"""The training loop: gradient-norm recording, schedules of recording and evaluation, determinism,
+non-finite losses, devices."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pyro
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from bbvi_kit import (
+    ELBO,
+    IWAE,
+    SGD,
+    DataInfo,
+    Pathwise,
+    ScoreFunction,
+    Trainer,
+    TrainingError,
+    TrainingOptions,
+)
+from bbvi_kit.engine import resolve_device
+from bbvi_kit.optim import InverseSqrtIteration
+from bbvi_kit_plugins.gaussian_vae import GaussianVAE
+
+INFO = DataInfo(name="toy", shape=(6,), num_train=40, num_test=12)
+
+
+def toy_data(n: int, seed: int = 0) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.rand(n, 6, generator=g))
+
+
+class RecordingSGD(SGD):
+    """SGD whose optimizer records the squared gradient norm it sees when it steps."""
+
+    seen: list[float]
+
+    def build(self, params: Any) -> torch.optim.Optimizer:
+        params = list(params)
+        self.seen = []
+        optimizer = super().build(params)
+        original_step = optimizer.step
+
+        def step(*args: Any, **kwargs: Any) -> Any:
+            self.seen.append(sum(float((p.grad**2).sum()) for p in params if p.grad is not None))
+            return original_step(*args, **kwargs)
+
+        optimizer.step = step  # type: ignore[method-assign]
+        return optimizer
+
+
+def make_trainer(seed: int = 0, *, optimizer: Any = None, objective: Any = None, estimator: Any = None,
+                 **training: Any) -> tuple[Trainer, GaussianVAE]:
+    pyro.set_rng_seed(seed)
+    vae = GaussianVAE(INFO, latent_dim=2, hidden=[5])
+    options = dict(batch_size=8, epochs=2, seed=seed, progress=False, device="cpu")
+    options.update(training)
+    trainer = Trainer(
+        vae.model,
+        vae.guide,
+        objective=objective or ELBO(),
+        estimator=estimator or Pathwise(),
+        optimizer=optimizer or SGD(lr=0.01),
+        training=TrainingOptions(**options),
+        parameter_groups=vae.parameter_groups,
+        modules=[vae],
+    )
+    return trainer, vae
+
+
+def test_grad_norm_is_recorded_before_clipping_and_step() -> None:
+    optimizer = RecordingSGD(lr=0.01)
+    trainer, vae = make_trainer(optimizer=optimizer, grad_clip=0.5, epochs=1)
+    history = trainer.fit(toy_data(40))
+    recorded = [row["grad_norm_sq"] for row in history.metrics]
+    assert len(recorded) == len(optimizer.seen) == 5
+    for before, after in zip(recorded, optimizer.seen):
+        assert before > 0.5**2 * 1.01  # the recorded value is the unclipped one ...
+        assert after == pytest.approx(0.5**2, rel=1e-4)  # ... the optimizer saw the clipped one
+
+
+def test_grad_norm_equals_sum_of_squared_gradients_and_splits_into_groups() -> None:
+    optimizer = RecordingSGD(lr=0.01)
+    trainer, vae = make_trainer(optimizer=optimizer, epochs=1)
+    history = trainer.fit(toy_data(40))
+    for row, seen in zip(history.metrics, optimizer.seen):
+        assert row["grad_norm_sq"] == pytest.approx(seen, rel=1e-5)
+        assert row["grad_norm_sq_phi"] + row["grad_norm_sq_theta"] == pytest.approx(row["grad_norm_sq"], rel=1e-5)
+        assert row["grad_norm_sq_phi"] > 0 and row["grad_norm_sq_theta"] > 0
+    groups = vae.parameter_groups()
+    assert {id(p) for g in groups.values() for p in g} == {id(p) for p in vae.parameters()}
+
+
+def test_running_average_covers_every_iteration_whatever_is_recorded() -> None:
+    every = make_trainer(record_every=1)[0].fit(toy_data(40)).metrics
+    sparse = make_trainer(record_every=3)[0].fit(toy_data(40)).metrics
+    values = [row["grad_norm_sq"] for row in every]
+    for n, row in enumerate(every, start=1):
+        assert row["grad_norm_sq_avg"] == pytest.approx(sum(values[:n]) / n, rel=1e-5)
+    assert [row["step"] for row in sparse] == [3, 6, 9, 10]  # the last step is always recorded
+    by_step = {row["step"]: row for row in every}
+    for row in sparse:
+        assert row["grad_norm_sq_avg"] == pytest.approx(by_step[row["step"]]["grad_norm_sq_avg"], rel=1e-5)
+
+
+def test_iterations_epochs_and_evaluation_schedule() -> None:
+    trainer, _ = make_trainer(epochs=3)
+    history = trainer.fit(toy_data(40), toy_data(12, seed=1))
+    assert [row["step"] for row in history.metrics] == list(range(1, 16))
+    assert [row["epoch"] for row in history.metrics] == [0] * 5 + [1] * 5 + [2] * 5
+    assert [row["step"] for row in history.evals] == [5, 10, 15]  # each epoch's end
+    capped = make_trainer(epochs=3, iterations=7, eval_every=3)[0].fit(toy_data(40), toy_data(12, seed=1))
+    assert len(capped.metrics) == 7
+    assert [row["step"] for row in capped.evals] == [3, 6, 7]
+
+
+def test_evaluation_does_not_change_the_training_trajectory() -> None:
+    with_eval = make_trainer(eval_every=1)[0].fit(toy_data(40), toy_data(12, seed=1)).metrics
+    without = make_trainer()[0].fit(toy_data(40)).metrics
+    assert [r["loss"] for r in with_eval] == [r["loss"] for r in without]
+
+
+def test_test_loss_is_the_per_example_negative_elbo() -> None:
+    trainer, vae = make_trainer(epochs=1)
+    test = toy_data(12, seed=1)
+    first = trainer.evaluate(test, seed=5)
+    again = trainer.evaluate(test, seed=5)
+    assert first == again  # seeded: reproducible
+    # One pass over all 12 examples at once gives the same per-example mean.
+    trainer.training = trainer.training.model_copy(update={"eval_batch_size": 12})
+    whole = trainer.evaluate(test, seed=5)
+    assert whole["test_loss"] == pytest.approx(first["test_loss"], rel=0.2)
+    assert math.isfinite(whole["test_loss"])
+
+
+def test_same_seed_same_metrics_different_seed_different() -> None:
+    def run(seed: int) -> list[dict[str, float]]:
+        trainer, _ = make_trainer(seed, objective=IWAE(num_particles=3), estimator=ScoreFunction(baseline="leave_one_out"))
+        return [{k: v for k, v in r.items() if k != "time"} for r in trainer.fit(toy_data(40)).metrics]
+
+    assert run(0) == run(0)
+    assert run(0) != run(1)
+
+
+def test_schedule_sets_the_step_size() -> None:
+    trainer, _ = make_trainer(optimizer=SGD(lr=0.5))
+    trainer.schedule = InverseSqrtIteration()
+    history = trainer.fit(toy_data(40))
+    for row in history.metrics:
+        assert row["lr"] == pytest.approx(0.5 / math.sqrt(row["step"]))
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.5 / math.sqrt(10))
+
+
+def test_non_finite_loss_stops_naming_the_step() -> None:
+    """NaN activations surface as a distribution refusing its argument: still one line, with the step."""
+    trainer, vae = make_trainer(epochs=1)
+    original = vae.decoder.forward
+
+    def poisoned(z: torch.Tensor) -> torch.Tensor:
+        out = original(z)
+        return out * float("nan") if trainer.step == 3 else out
+
+    vae.decoder.forward = poisoned  # type: ignore[method-assign]
+    before = [p.detach().clone() for p in vae.parameters()]
+    with pytest.raises(TrainingError, match="step 3.*invalid values"):
+        trainer.fit(toy_data(40))
+    # Steps 1-2 were taken; step 3's update never reached the parameters.
+    assert trainer.step == 3
+    assert all(torch.isfinite(p).all() for p in vae.parameters())
+    assert any(not torch.equal(b, p) for b, p in zip(before, vae.parameters()))
+
+
+def test_overflowing_loss_is_caught_before_the_step() -> None:
+    trainer, vae = make_trainer(epochs=1, batch_size=40)
+    data = torch.rand(40, 6)
+    data[17] = 1e30  # (x - mean)^2 / c^2 overflows float32: the loss is +inf
+    before = [p.detach().clone() for p in vae.parameters()]
+    with pytest.raises(TrainingError, match="non-finite loss or gradient at step 1"):
+        trainer.fit(TensorDataset(data))
+    assert all(torch.equal(b, p) for b, p in zip(before, vae.parameters()))
+
+
+def test_python_model_and_guide_functions_get_phi_and_theta_groups() -> None:
+    """A plain Pyro model/guide with pyro.param sites: params are found on the first step."""
+
+    def model(x: torch.Tensor) -> None:
+        loc = pyro.param("prior_loc", torch.zeros(2))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", pyro.distributions.Normal(loc, 1.0).to_event(1))
+            pyro.sample("x", pyro.distributions.Normal(z.sum(-1, keepdim=True), 1.0).to_event(1), obs=x)
+
+    def guide(x: torch.Tensor) -> None:
+        loc = pyro.param("q_loc", torch.zeros(2))
+        scale = pyro.param("q_scale", torch.ones(2), constraint=pyro.distributions.constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", pyro.distributions.Normal(loc, scale).to_event(1))
+
+    pyro.set_rng_seed(0)
+    data = TensorDataset(torch.randn(16, 1) + 2.0)
+    trainer = Trainer(model, guide, objective=ELBO(), estimator=Pathwise(), optimizer=SGD(lr=0.05),
+                      training=TrainingOptions(batch_size=4, epochs=5, progress=False, device="cpu"))
+    history = trainer.fit(data)
+    assert sorted(trainer.groups) == ["phi", "theta"]
+    assert len(trainer.groups["phi"]) == 2 and len(trainer.groups["theta"]) == 1
+    row = history.metrics[-1]
+    assert row["grad_norm_sq_phi"] + row["grad_norm_sq_theta"] == pytest.approx(row["grad_norm_sq"], rel=1e-5)
+    # The guide mean moved towards the posterior of z given x ~ 2 (sum of the two latents).
+    assert pyro.param("q_loc").sum().item() > 0.5
+
+
+def test_auto_device_is_cpu_without_cuda() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device("cpu").type == "cpu"
+
+
+@pytest.mark.gpu
+def test_training_runs_on_cuda() -> None:
+    trainer, vae = make_trainer(device="cuda", epochs=1)
+    history = trainer.fit(toy_data(40), toy_data(12, seed=1))
+    assert all(p.device.type == "cuda" for p in vae.parameters())
+    assert all(math.isfinite(r["loss"]) for r in history.metrics)
+    assert math.isfinite(history.evals[-1]["test_loss"])
