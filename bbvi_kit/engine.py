@@ -35,7 +35,7 @@ from bbvi_kit.data.base import as_args, batch_loader
 from bbvi_kit.diagnostics.gradients import squared_grad_norms
 from bbvi_kit.errors import BBVIError, TrainingError
 from bbvi_kit.estimators.base import Estimator
-from bbvi_kit.estimators.pathwise import Pathwise
+from bbvi_kit.estimators.score import ScoreFunction
 from bbvi_kit.loss import BBVILoss
 from bbvi_kit.objectives.base import Objective
 from bbvi_kit.objectives.elbo import ELBO
@@ -148,8 +148,10 @@ class Trainer:
             if owner is not None and all(owner is not m for m in self.modules):
                 self.modules.append(owner)
         self.loss = BBVILoss(model, guide, objective, estimator, max_plate_nesting)
-        self.eval_loss = BBVILoss(model, guide, ELBO(num_particles=1), Pathwise(), max_plate_nesting)
-        self.eval_objective = BBVILoss(model, guide, objective, Pathwise(), max_plate_nesting)
+        # Evaluation needs values only: samples drawn without a gradient path work for any guide,
+        # discrete latents included.
+        self.eval_loss = BBVILoss(model, guide, ELBO(num_particles=1), ScoreFunction(), max_plate_nesting)
+        self.eval_objective = BBVILoss(model, guide, objective, ScoreFunction(), max_plate_nesting)
         self.optimizer: torch.optim.Optimizer | None = None
         self.groups: dict[str, list[torch.Tensor]] = {}
         self.step = 0
@@ -322,7 +324,7 @@ class Trainer:
                         values = torch.stack([t.detach().float() for t in recorded + [norms[g] for g in group_names]])
                         head = {"step": self.step, "epoch": epoch, "lr": lr, "time": time.perf_counter() - start}
                         pending.append((head, values))
-                    if len(pending) >= opts.flush_every:
+                    if self.step % opts.flush_every == 0:
                         flush()
                     if eval_every is not None and self.step % eval_every == 0:
                         do_eval(epoch)
@@ -331,6 +333,13 @@ class Trainer:
                 epoch += 1
             flush()
             do_eval(max(epoch - 1, 0))
+        except BaseException:
+            # Keep every row already computed (Ctrl-C, a failing step); the original error wins.
+            try:
+                flush()
+            except Exception:  # noqa: BLE001
+                pass
+            raise
         finally:
             bar.close()
         return history

@@ -225,3 +225,47 @@ def test_training_runs_on_cuda() -> None:
     assert all(p.device.type == "cuda" for p in vae.parameters())
     assert all(math.isfinite(r["loss"]) for r in history.metrics)
     assert math.isfinite(history.evals[-1]["test_loss"])
+
+
+def test_interrupt_keeps_every_recorded_row(tmp_path) -> None:
+    from bbvi_kit.runs import RunDirectory, read_csv
+
+    trainer, vae = make_trainer(epochs=3)
+    original = vae.decoder.forward
+
+    def interrupted(z: torch.Tensor) -> torch.Tensor:
+        if trainer.step == 7:
+            raise KeyboardInterrupt
+        return original(z)
+
+    vae.decoder.forward = interrupted  # type: ignore[method-assign]
+    run = RunDirectory.create(tmp_path, "interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(toy_data(40), run=run)
+    run.close()
+    rows = read_csv(run.path / "metrics.csv")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # flush_every=50: all were still pending
+
+
+def test_score_estimator_trains_and_evaluates_a_discrete_latent_model() -> None:
+    """Evaluation must not require reparameterisable guides."""
+    probs_logit = torch.zeros(3, requires_grad=True)
+
+    def model(x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", pyro.distributions.Categorical(logits=torch.zeros(3)))
+            pyro.sample("x", pyro.distributions.Normal(c.float() * 2.0, 0.5), obs=x)
+
+    def guide(x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", pyro.distributions.Categorical(logits=probs_logit.expand(x.shape[0], 3)))
+
+    trainer = Trainer(
+        model, guide, objective=ELBO(num_particles=4), estimator=ScoreFunction(baseline="leave_one_out"),
+        optimizer=SGD(lr=0.1), parameter_groups=lambda: {"phi": [probs_logit]},
+        training=TrainingOptions(batch_size=16, epochs=10, progress=False, device="cpu"),
+    )
+    data = TensorDataset(torch.full((32,), 4.0))  # every x says c = 2
+    history = trainer.fit(data, TensorDataset(torch.full((8,), 4.0)))
+    assert history.evals[-1]["test_loss"] < history.evals[0]["test_loss"]
+    assert torch.softmax(probs_logit, 0)[2] > 0.6
