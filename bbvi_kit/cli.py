@@ -20,7 +20,13 @@ import bbvi_kit
 from bbvi_kit.errors import BBVIError
 from bbvi_kit.registry import REGISTRIES
 
-_state = {"debug": os.environ.get("BBVI_KIT_DEBUG", "") not in ("", "0")}
+_state = {"debug": False}  # set anew by every main() call
+
+
+def _one_line(text: str, limit: int = 1000) -> str:
+    """Collapse whitespace so a message is one line, and cut it to ``limit`` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,18 +95,22 @@ def plot(run_dirs: Sequence[Path]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: runs the CLI and turns errors into one line and an exit code."""
+    _state["debug"] = os.environ.get("BBVI_KIT_DEBUG", "") not in ("", "0")
     try:
         code = cli.main(args=list(argv) if argv is not None else None, prog_name="bbvi-kit", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        click.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
         sys.exit(exc.exit_code)
     except BBVIError as exc:
         if _state["debug"]:
             traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -109,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if _state["debug"]:
             traceback.print_exc()
         click.echo(
-            f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True
+            f"error: unexpected {type(exc).__name__}: {_one_line(str(exc))} (run with --debug for the traceback)",
+            err=True,
         )
         sys.exit(1)
     if isinstance(code, int) and code != 0:

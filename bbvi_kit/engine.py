@@ -169,11 +169,16 @@ class Trainer:
                 owner = _owner_module(fn)
                 if owner is not None:
                     groups[name].extend(owner.parameters())
+        # A parameter can be reached twice (an autoguide's param site and its module parameter):
+        # each must be stepped and counted once, in the first group that names it.
         seen: set[int] = set()
         unique: dict[str, list[torch.Tensor]] = {}
         for name, params in groups.items():
-            kept = [p for p in params if p.requires_grad and id(p) not in seen]
-            seen.update(id(p) for p in kept)
+            kept = []
+            for p in params:
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    kept.append(p)
             if kept:
                 unique[name] = kept
         if not unique:

@@ -23,7 +23,13 @@ Params = Iterable[torch.Tensor]
 
 
 class OptimizerPlugin(Configurable):
-    """Builds a ``torch.optim.Optimizer`` over parameters; ``lr`` is the base step size gamma_0."""
+    """Builds a ``torch.optim.Optimizer`` over parameters; ``lr`` is the base step size gamma_0.
+
+    Option names are the keyword arguments of ``torch_class``, so :meth:`build` passes them on
+    as they are; a subclass names its class and declares its options.
+    """
+
+    torch_class: type[torch.optim.Optimizer]
 
     class Options(PluginOptions):
         lr: float = Field(1e-3, gt=0.0, le=1e3, description="base step size gamma_0")
@@ -34,12 +40,14 @@ class OptimizerPlugin(Configurable):
         return float(self.options.lr)
 
     def build(self, params: Params) -> torch.optim.Optimizer:
-        raise NotImplementedError
+        return self.torch_class(params, **self.options.model_dump())
 
 
 @register_optimizer("sgd")
 class SGD(OptimizerPlugin):
     """Stochastic gradient descent, optionally with (Nesterov) momentum: ``torch.optim.SGD``."""
+
+    torch_class = torch.optim.SGD
 
     class Options(OptimizerPlugin.Options):
         momentum: float = Field(0.0, ge=0.0, lt=1.0, description="heavy-ball momentum (0: plain SGD)")
@@ -51,13 +59,6 @@ class SGD(OptimizerPlugin):
             if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
                 raise ValueError("nesterov needs momentum > 0 and dampening = 0")
             return self
-
-    def build(self, params: Params) -> torch.optim.Optimizer:
-        o = self.options
-        return torch.optim.SGD(
-            params, lr=o.lr, momentum=o.momentum, dampening=o.dampening, nesterov=o.nesterov,
-            weight_decay=o.weight_decay,
-        )
 
 
 class _AdamOptions(OptimizerPlugin.Options):
@@ -80,54 +81,38 @@ class Adam(OptimizerPlugin):
     The convergence guarantee of Surendran et al. (2025) assumes beta1 < sqrt(beta2) < 1.
     """
 
+    torch_class = torch.optim.Adam
     Options = _AdamOptions
-
-    def build(self, params: Params) -> torch.optim.Optimizer:
-        o = self.options
-        return torch.optim.Adam(
-            params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, amsgrad=o.amsgrad
-        )
 
 
 @register_optimizer("adamw")
 class AdamW(OptimizerPlugin):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019): ``torch.optim.AdamW``."""
 
+    torch_class = torch.optim.AdamW
     Options = _AdamOptions
-
-    def build(self, params: Params) -> torch.optim.Optimizer:
-        o = self.options
-        return torch.optim.AdamW(
-            params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, amsgrad=o.amsgrad
-        )
 
 
 @register_optimizer("rmsprop")
 class RMSprop(OptimizerPlugin):
     """RMSprop (Tieleman & Hinton 2012): ``torch.optim.RMSprop``."""
 
+    torch_class = torch.optim.RMSprop
+
     class Options(OptimizerPlugin.Options):
         alpha: float = Field(0.99, gt=0.0, lt=1.0, description="smoothing of the squared-gradient average")
         eps: float = Field(1e-8, gt=0.0, description="added to the denominator")
         momentum: float = Field(0.0, ge=0.0, lt=1.0, description="momentum")
-
-    def build(self, params: Params) -> torch.optim.Optimizer:
-        o = self.options
-        return torch.optim.RMSprop(
-            params, lr=o.lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum, weight_decay=o.weight_decay
-        )
 
 
 @register_optimizer("adagrad")
 class Adagrad(OptimizerPlugin):
     """Adagrad (Duchi et al. 2011): ``torch.optim.Adagrad``."""
 
+    torch_class = torch.optim.Adagrad
+
     class Options(OptimizerPlugin.Options):
         eps: float = Field(1e-10, gt=0.0, description="added to the denominator")
-
-    def build(self, params: Params) -> torch.optim.Optimizer:
-        o = self.options
-        return torch.optim.Adagrad(params, lr=o.lr, eps=o.eps, weight_decay=o.weight_decay)
 
 
 class Schedule(Configurable):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class PluginOptions(BaseModel):
@@ -28,3 +28,32 @@ class Configurable:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.options.model_dump().items())
         return f"{type(self).__name__}({fields})"
+
+
+class NestedOptionsError(ValueError):
+    """Raised inside a pydantic validator when a nested plugin spec (an activation inside a model's
+    options) is invalid; keeps each problem's key relative to the field, so the recipe error can
+    name the full dotted key (``model.activation.foo: unknown key``)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {msg}" if key else msg for key, msg in problems))
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    """``(dotted key, one-line message)`` for every error in a pydantic ``ValidationError``."""
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        nested = (err.get("ctx") or {}).get("error")
+        if isinstance(nested, NestedOptionsError):
+            problems.extend((f"{key}.{sub}" if sub else key, msg) for sub, msg in nested.problems)
+            continue
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "value_error" and nested is not None:
+            msg = " ".join(str(nested).split())  # without pydantic's "Value error, " prefix
+        else:
+            msg = " ".join(err["msg"].split())
+        problems.append((key, msg))
+    return problems

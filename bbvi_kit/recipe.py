@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bbvi_kit.engine import TrainingOptions
 from bbvi_kit.errors import InputError
-from bbvi_kit.plugin import PluginOptions
+from bbvi_kit.plugin import PluginOptions, describe_validation_error
 from bbvi_kit.registry import REGISTRIES, load_plugin_source
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -44,6 +44,11 @@ PLUGIN_SECTIONS: dict[str, str] = {
     "optimizer": "optimizer",
     "schedule": "schedule",
 }
+
+
+# Default plugin of each section that has one (the objective's default comes from the model).
+_DEFAULT_PLUGINS = {"data": "digits", "estimator": "pathwise", "optimizer": "adam", "schedule": "constant"}
+_MODEL_DEFAULT = "<model default>"  # placeholder name: the objective section's default comes from the model
 
 
 class PluginSection(BaseModel):
@@ -64,11 +69,11 @@ class RecipeSchema(PluginOptions):
     description: str = ""
     plugins: list[str] = Field(default_factory=list)
     model: PluginSection
-    data: PluginSection = PluginSection(name="digits")
+    data: PluginSection = PluginSection(name=_DEFAULT_PLUGINS["data"])
     objective: PluginSection | None = None
-    estimator: PluginSection = PluginSection(name="pathwise")
-    optimizer: PluginSection = PluginSection(name="adam")
-    schedule: PluginSection = PluginSection(name="constant")
+    estimator: PluginSection = PluginSection(name=_DEFAULT_PLUGINS["estimator"])
+    optimizer: PluginSection = PluginSection(name=_DEFAULT_PLUGINS["optimizer"])
+    schedule: PluginSection = PluginSection(name=_DEFAULT_PLUGINS["schedule"])
     training: TrainingOptions = TrainingOptions()
     output: OutputOptions = OutputOptions()
 
@@ -120,19 +125,33 @@ class Recipe:
 
 # -- errors ------------------------------------------------------------------------------------
 def _format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> InputError:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
-        msg = err["msg"].replace("\n", " ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        parts.append(f"{loc or '(top level)'}: {msg}")
-    return InputError(f"{source}: " + "; ".join(parts))
+    problems = describe_validation_error(exc, prefix)
+    return InputError(f"{source}: " + "; ".join(f"{key or '(top level)'}: {msg}" for key, msg in problems))
 
 
 # -- loading -----------------------------------------------------------------------------------
+class _UniqueKeySafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML requires unique keys;
+    the plain loader silently keeps the last value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key; the base class reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
-    """Read a recipe file with ``yaml.safe_load``; every failure is an :class:`InputError`."""
+    """Read a recipe file with a safe YAML loader; every failure is an :class:`InputError`."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -146,7 +165,10 @@ def load_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a UTF-8 text file") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeySafeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise InputError(f"{path}: invalid YAML at line {line}: {exc.reason} ({exc.character!r})") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -197,9 +219,18 @@ def _resolve_plugin(section: str, spec: PluginSection, source: str) -> ResolvedP
 
 def resolve(data: Mapping[str, Any], source: str = "<recipe>", base_dir: Path | None = None,
             default_name: str = "recipe") -> Recipe:
-    """Validate recipe data and resolve its plugins; see the module docstring."""
+    """Validate recipe data and resolve its plugins; see the module docstring.
+
+    A plugin section without ``name`` (``optimizer: {lr: 1e-4}``, or one created by an override
+    such as ``optimizer.lr=1e-4``) uses the section's default plugin.
+    """
+    data = dict(data)
+    for section, default in {**_DEFAULT_PLUGINS, "objective": _MODEL_DEFAULT}.items():
+        given = data.get(section)
+        if isinstance(given, dict) and "name" not in given:
+            data[section] = {"name": default, **given}
     try:
-        schema = RecipeSchema.model_validate(dict(data))
+        schema = RecipeSchema.model_validate(data)
     except ValidationError as exc:
         raise _format_validation_error(exc, source) from None
     plugins = []
@@ -215,7 +246,10 @@ def resolve(data: Mapping[str, Any], source: str = "<recipe>", base_dir: Path | 
     for section in ("model", "data", "estimator", "optimizer", "schedule"):
         resolved[section] = _resolve_plugin(section, getattr(schema, section), source)
     model_cls = resolved["model"].cls
-    objective_spec = schema.objective or PluginSection(**model_cls.default_objective)
+    objective_spec = schema.objective
+    if objective_spec is None or objective_spec.name == _MODEL_DEFAULT:
+        given = dict(objective_spec.model_extra or {}) if objective_spec is not None else {}
+        objective_spec = PluginSection(**{**model_cls.default_objective, **given})
     resolved["objective"] = _resolve_plugin("objective", objective_spec, source)
     allowed = getattr(model_cls, "objectives", None)
     if allowed is not None and objective_spec.name not in allowed:

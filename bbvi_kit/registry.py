@@ -52,6 +52,9 @@ class PluginEntry:
     source: str
     obj: Any = None
     entry_point: importlib.metadata.EntryPoint | None = None
+    # Registered by a decorator while the entry point's own module was still importing: the
+    # entry point decides, once loaded, whether this is the same plugin.
+    pending: Any = None
 
 
 class Registry(Generic[T]):
@@ -79,18 +82,28 @@ class Registry(Generic[T]):
         self._read_entry_points()
         where = source or _source_of(obj)
         entry = self._entries.get(name)
-        if entry is not None:
-            if entry.obj is obj:
-                return
-            same_entry_point = entry.entry_point is not None and entry.entry_point.value == _qualified_name(obj)
-            if entry.obj is None and same_entry_point:
+        if entry is None:
+            self._entries[name] = PluginEntry(name=name, source=where, obj=obj)
+            return
+        if entry.obj is None and entry.entry_point is not None:
+            if entry.entry_point.value == _qualified_name(obj):
                 entry.obj = obj
                 return
-            raise InputError(
-                f"duplicate {self.kind} plugin name {name!r}: already registered from {entry.source}, "
-                f"registered again from {where}"
-            )
-        self._entries[name] = PluginEntry(name=name, source=where, obj=obj)
+            # The entry point may name this object through a re-export (pkg:Thing for a class
+            # defined in pkg.impl); load it to compare, unless its module is importing right now.
+            loaded, target = _try_load(entry.entry_point)
+            if not loaded:
+                entry.pending = obj
+                return
+            if target is obj:
+                entry.obj = obj
+                return
+        if entry.obj is obj:
+            return
+        raise InputError(
+            f"duplicate {self.kind} plugin name {name!r}: already registered from {entry.source}, "
+            f"registered again from {where}"
+        )
 
     # -- looking up -------------------------------------------------------------------------
     def get(self, name: str, key: str | None = None) -> T:
@@ -114,8 +127,12 @@ class Registry(Generic[T]):
                     f"{self.kind} plugin {name!r} from {entry.source} failed to load: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
-            if entry.obj is None:
-                entry.obj = obj
+            if entry.pending is not None and entry.pending is not obj:
+                raise InputError(
+                    f"duplicate {self.kind} plugin name {name!r}: {entry.source} ({entry.entry_point.value}) "
+                    f"and {_source_of(entry.pending)} register different plugins"
+                )
+            entry.obj = obj
         return entry.obj
 
     def names(self) -> list[str]:
@@ -152,6 +169,17 @@ class Registry(Generic[T]):
                     f"and from {source} ({ep.value})"
                 )
             self._entries[ep.name] = PluginEntry(name=ep.name, source=source, entry_point=ep)
+
+
+def _try_load(entry_point: importlib.metadata.EntryPoint) -> tuple[bool, Any]:
+    """Load an entry point now if that is safe: not while its module is still being imported."""
+    module = sys.modules.get(entry_point.module)
+    if module is not None and getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return False, None
+    try:
+        return True, entry_point.load()
+    except Exception:  # a broken plugin is reported when it is asked for
+        return False, None
 
 
 def _source_of(obj: Any) -> str:

@@ -201,5 +201,6 @@ def trace_particles(
     num_examples = 1.0
     for frame in data_frames:
         if frame.name != PARTICLE_PLATE:
-            num_examples *= float(frame.size)
+            # A subsampled plate's ``size`` is the batch; ``full_size`` is the data set.
+            num_examples *= float(frame.full_size if frame.full_size is not None else frame.size)
     return Particles(log_w, guide_log_prob, num_examples, model_trace, guide_trace)

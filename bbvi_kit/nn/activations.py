@@ -18,12 +18,19 @@ def soft_clip(x: torch.Tensor, low: float, high: float, sharpness: float) -> tor
                    = \mathrm{softplus}_s(x - s_1) - \mathrm{softplus}_s(x - s_2) + s_1,
 
     with softplus_s(u) = log(1 + e^{su}) / s. Bounded in (s1, s2), 1-Lipschitz, |f''| <= s/4,
-    and f -> clip(x, s1, s2) as s -> infinity. ``F.softplus(u, beta=s)`` evaluates softplus_s
-    stably for any |u| and s (it switches to the identity above its threshold).
+    and f -> clip(x, s1, s2) as s -> infinity.
+
+    Evaluated without cancellation: since softplus_s(u) - softplus_s(-u) = u, the same function is
+    s2 - (softplus_s(s2 - x) - softplus_s(s1 - x)); each side of the midpoint uses the form whose
+    two softplus terms are small there, so the result stays inside [s1, s2] even for huge |x|.
     """
-    return F.softplus(x - low, beta=sharpness, threshold=20.0) - F.softplus(
-        x - high, beta=sharpness, threshold=20.0
-    ) + low
+
+    def softplus(u: torch.Tensor) -> torch.Tensor:
+        return F.softplus(u, beta=sharpness, threshold=20.0)
+
+    lower = low + (softplus(x - low) - softplus(x - high))
+    upper = high - (softplus(high - x) - softplus(low - x))
+    return torch.where(x <= 0.5 * (low + high), lower, upper)
 
 
 class _Activation(nn.Module):

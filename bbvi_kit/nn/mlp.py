@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from bbvi_kit.errors import InputError
+from bbvi_kit.plugin import NestedOptionsError, describe_validation_error
 from bbvi_kit.registry import activations
 
 ActivationSpec = Union[str, dict[str, Any]]
@@ -22,7 +23,11 @@ def check_activation(spec: ActivationSpec) -> ActivationSpec:
 
 
 def make_activation(spec: ActivationSpec, *, as_value_error: bool = False) -> nn.Module:
-    """Build the activation module an :data:`ActivationSpec` names."""
+    """Build the activation module an :data:`ActivationSpec` names.
+
+    With ``as_value_error`` every problem is a :class:`NestedOptionsError` (for pydantic
+    validators), whose keys are relative to the spec (``foo`` for ``{name: tanh, foo: 1}``).
+    """
     try:
         if isinstance(spec, str):
             name, options = spec, {}
@@ -33,9 +38,13 @@ def make_activation(spec: ActivationSpec, *, as_value_error: bool = False) -> nn
             raise InputError(f"an activation is a name or a mapping with a 'name' key, got {spec!r}")
         cls = activations.get(name)
         return cls(**options)
-    except (InputError, ValidationError) as exc:
+    except InputError as exc:
         if as_value_error:
-            raise ValueError(str(exc).replace("\n", " ")) from None
+            raise NestedOptionsError([("name" if isinstance(spec, dict) else "", str(exc))]) from None
+        raise
+    except ValidationError as exc:
+        if as_value_error:
+            raise NestedOptionsError(describe_validation_error(exc)) from None
         raise
 
 
