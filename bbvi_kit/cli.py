@@ -74,8 +74,14 @@ def validate(recipe: Path, overrides: Sequence[str]) -> None:
 
 
 @cli.command()
-def plugins() -> None:
+@click.option("--recipe", "recipe", type=click.Path(path_type=Path),
+              help="Also load the plugin files and modules this recipe's `plugins:` list names.")
+def plugins(recipe: Path | None) -> None:
     """List every registered plugin by kind, with where it came from."""
+    if recipe is not None:
+        from bbvi_kit.recipe import load_recipe_plugins
+
+        load_recipe_plugins(recipe)
     for kind, registry in REGISTRIES.items():
         click.echo(f"{kind}s:")
         for entry in registry.entries():

@@ -168,7 +168,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
         data = yaml.load(text, Loader=_UniqueKeySafeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
-        raise InputError(f"{path}: invalid YAML at line {line}: {exc.reason} ({exc.character!r})") from None
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character or "\0")
+        raise InputError(f"{path}: invalid YAML at line {line}: {exc.reason} (character U+{char:04X})") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -271,6 +272,16 @@ def resolve(data: Mapping[str, Any], source: str = "<recipe>", base_dir: Path | 
         output=schema.output,
         **resolved,
     )
+
+
+def load_recipe_plugins(path: str | Path) -> list[str]:
+    """Import only the plugin files and modules a recipe's ``plugins:`` list names."""
+    path = Path(path)
+    plugins = load_yaml(path).get("plugins") or []
+    if not isinstance(plugins, list):
+        raise InputError(f"{path}: plugins: expected a list of files or modules")
+    base_dir = path.resolve().parent
+    return [load_plugin_source(spec, base_dir, key=f"{path}: plugins.{i}") for i, spec in enumerate(plugins)]
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:

@@ -26,6 +26,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,13 +149,13 @@ class Registry(Generic[T]):
         return name in self._entries
 
     def _read_entry_points(self) -> None:
+        # Marked as read only once every entry point is in: a conflict is raised on every call.
         if self._entry_points_read:
             return
-        self._entry_points_read = True
         only_own = os.environ.get(DISABLE_ENTRY_POINTS_ENV, "") not in ("", "0")
         for ep in importlib.metadata.entry_points(group=self.group):
             dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
-            if only_own and dist != _OWN_DISTRIBUTION:
+            if only_own and _normalized(dist) != _normalized(_OWN_DISTRIBUTION):
                 continue
             source = f"entry point {self.group} ({dist})"
             existing = self._entries.get(ep.name)
@@ -169,6 +170,12 @@ class Registry(Generic[T]):
                     f"and from {source} ({ep.value})"
                 )
             self._entries[ep.name] = PluginEntry(name=ep.name, source=source, entry_point=ep)
+        self._entry_points_read = True
+
+
+def _normalized(distribution: str) -> str:
+    """A distribution name as PEP 503 compares them (``bbvi_kit`` is ``bbvi-kit``)."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
 def _try_load(entry_point: importlib.metadata.EntryPoint) -> tuple[bool, Any]:

@@ -1,10 +1,15 @@
-"""Shared test set-up: GPU tests skip without CUDA; Pyro's global param store starts empty."""
+"""Shared test set-up: GPU tests skip without CUDA; Pyro's global param store starts empty;
+in-process CLI calls; single-threaded torch for modules that ask for it."""
 
 from __future__ import annotations
+
+from typing import Callable, Iterator
 
 import pyro
 import pytest
 import torch
+
+from bbvi_kit import cli
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -19,3 +24,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _fresh_pyro_state() -> None:
     pyro.clear_param_store()
+
+
+def call_cli(args: list[object]) -> int:
+    """Run ``bbvi_kit.cli.main`` in-process; returns the exit code it would give the shell."""
+    try:
+        cli.main([str(a) for a in args])
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
+@pytest.fixture
+def cli_run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable:
+    """``cli_run(args) -> (exit code, stdout, stderr)`` of an in-process CLI call."""
+    monkeypatch.setitem(cli._state, "debug", False)
+
+    def invoke(args: list[object]) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = call_cli(args)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny tensors: one intra-op thread is as fast, and far faster than two when other processes
+    share the (two) cores. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
