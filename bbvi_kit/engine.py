@@ -154,6 +154,7 @@ class Trainer:
         self.eval_objective = BBVILoss(model, guide, objective, ScoreFunction(), max_plate_nesting)
         self.optimizer: torch.optim.Optimizer | None = None
         self.groups: dict[str, list[torch.Tensor]] = {}
+        self.parameters: list[torch.Tensor] = []  # all of ``groups``, set on the first step
         self.step = 0
 
     # -- parameters -------------------------------------------------------------------------
@@ -185,10 +186,6 @@ class Trainer:
             raise TrainingError("the model and guide have no trainable parameters")
         return unique
 
-    @property
-    def parameters(self) -> list[torch.Tensor]:
-        return [p for params in self.groups.values() for p in params]
-
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, dataset: Dataset, seed: int) -> dict[str, float]:
         """Test negative ELBO (one particle) and negative training objective, per example.
@@ -198,7 +195,6 @@ class Trainer:
         """
         for m in self.modules:
             m.eval()
-        totals = {"test_loss": 0.0, "test_objective_loss": 0.0}
         count = 0
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad():
@@ -213,11 +209,10 @@ class Trainer:
             values = (sums / max(count, 1)).tolist()
         for m in self.modules:
             m.train()
-        totals["test_loss"], totals["test_objective_loss"] = values
-        return totals
+        return {"test_loss": values[0], "test_objective_loss": values[1]}
 
     # -- training ---------------------------------------------------------------------------
-    def _step_loss(self, args: tuple, epoch: int, flush: Callable[[], None]) -> Any:
+    def _step_loss(self, args: tuple, epoch: int) -> Any:
         """The surrogate loss of one step; a failure inside model or guide names the step.
 
         Non-finite parameters typically surface here first, as a distribution refusing a NaN
@@ -228,7 +223,6 @@ class Trainer:
         except BBVIError:
             raise
         except Exception as exc:
-            flush()
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise TrainingError(
                 f"step {self.step} (epoch {epoch}): model or guide failed: {type(exc).__name__}: {first_line}"
@@ -277,8 +271,7 @@ class Trainer:
             history.metrics.extend(rows)
             if run is not None:
                 run.metrics.write(rows)
-            if bar is not None:
-                bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}", refresh=False)
+            bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}", refresh=False)
 
         def do_eval(epoch: int) -> None:
             nonlocal last_eval_step
@@ -301,18 +294,18 @@ class Trainer:
                         break
                     self.step += 1
                     args = _to_device(as_args(batch), self.device)
-                    result = self._step_loss(args, epoch, flush)
+                    result = self._step_loss(args, epoch)
                     if self.optimizer is None:
                         trace = result.particles
                         self.groups = self._discover_groups(trace.model_trace, trace.guide_trace)
                         group_names = list(self.groups)
+                        self.parameters = [p for params in self.groups.values() for p in params]
                         self.optimizer = self.optimizer_plugin.build(self.parameters)
                     self.optimizer.zero_grad(set_to_none=True)
                     result.surrogate.backward()
                     norms = squared_grad_norms(self.groups)
                     running_sum = running_sum + norms["total"].detach()
                     if not bool(torch.isfinite(result.loss) & torch.isfinite(norms["total"])):
-                        flush()
                         raise TrainingError(
                             f"non-finite loss or gradient at step {self.step} (epoch {epoch}): "
                             f"loss={result.loss.item():.6g}, grad_norm_sq={norms['total'].item():.6g}"
