@@ -48,14 +48,14 @@ PLUGIN_SECTIONS: dict[str, str] = {
 
 # Default plugin of each section that has one (the objective's default comes from the model).
 _DEFAULT_PLUGINS = {"data": "digits", "estimator": "pathwise", "optimizer": "adam", "schedule": "constant"}
-_MODEL_DEFAULT = "<model default>"  # placeholder name: the objective section's default comes from the model
 
 
 class PluginSection(BaseModel):
-    """A plugin's name with its options inline (checked later against the plugin's schema)."""
+    """A plugin's name with its options inline (checked later against the plugin's schema).
+    Without a name the section means its default plugin (see :func:`_resolve_plugin`)."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = Field(min_length=1)
+    name: str | None = Field(None, min_length=1)
 
 
 class OutputOptions(PluginOptions):
@@ -69,11 +69,11 @@ class RecipeSchema(PluginOptions):
     description: str = ""
     plugins: list[str] = Field(default_factory=list)
     model: PluginSection
-    data: PluginSection = PluginSection(name=_DEFAULT_PLUGINS["data"])
+    data: PluginSection = PluginSection()
     objective: PluginSection | None = None
-    estimator: PluginSection = PluginSection(name=_DEFAULT_PLUGINS["estimator"])
-    optimizer: PluginSection = PluginSection(name=_DEFAULT_PLUGINS["optimizer"])
-    schedule: PluginSection = PluginSection(name=_DEFAULT_PLUGINS["schedule"])
+    estimator: PluginSection = PluginSection()
+    optimizer: PluginSection = PluginSection()
+    schedule: PluginSection = PluginSection()
     training: TrainingOptions = TrainingOptions()
     output: OutputOptions = OutputOptions()
 
@@ -207,15 +207,30 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
-def _resolve_plugin(section: str, spec: PluginSection, source: str) -> ResolvedPlugin:
-    registry = REGISTRIES[PLUGIN_SECTIONS[section]]
-    cls = registry.get(spec.name, key=f"{source}: {section}.name")
+def _resolve_plugin(
+    section: str, spec: PluginSection, source: str, default: Mapping[str, Any] | None = None
+) -> ResolvedPlugin:
+    """Look up a section's plugin and validate its options. A section without ``name`` is the
+    ``default`` section (name and options) with the given options laid over it."""
     options = dict(spec.model_extra or {})
+    name = spec.name
+    if name is None:
+        if default is None:
+            raise InputError(f"{source}: {section}.name: Field required")
+        options = {**default, **options}
+        name = options.pop("name")
+    cls = REGISTRIES[PLUGIN_SECTIONS[section]].get(name, key=f"{source}: {section}.name")
     try:
         validated = cls.Options(**options)
     except ValidationError as exc:
         raise _format_validation_error(exc, source, prefix=section) from None
-    return ResolvedPlugin(spec.name, cls, validated)
+    return ResolvedPlugin(name, cls, validated)
+
+
+def load_plugin_sources(specs: Sequence[str], base_dir: Path | None, source: str) -> list[str]:
+    """Import the files and modules of a recipe's ``plugins:`` list; returns what a resolved
+    recipe records for each (absolute file path or module name)."""
+    return [load_plugin_source(spec, base_dir, key=f"{source}: plugins.{i}") for i, spec in enumerate(specs)]
 
 
 def resolve(data: Mapping[str, Any], source: str = "<recipe>", base_dir: Path | None = None,
@@ -225,18 +240,11 @@ def resolve(data: Mapping[str, Any], source: str = "<recipe>", base_dir: Path | 
     A plugin section without ``name`` (``optimizer: {lr: 1e-4}``, or one created by an override
     such as ``optimizer.lr=1e-4``) uses the section's default plugin.
     """
-    data = dict(data)
-    for section, default in {**_DEFAULT_PLUGINS, "objective": _MODEL_DEFAULT}.items():
-        given = data.get(section)
-        if isinstance(given, dict) and "name" not in given:
-            data[section] = {"name": default, **given}
     try:
-        schema = RecipeSchema.model_validate(data)
+        schema = RecipeSchema.model_validate(dict(data))
     except ValidationError as exc:
         raise _format_validation_error(exc, source) from None
-    plugins = []
-    for i, spec in enumerate(schema.plugins):
-        plugins.append(load_plugin_source(spec, base_dir, key=f"{source}: plugins.{i}"))
+    plugins = load_plugin_sources(schema.plugins, base_dir, source)
     name = schema.name if schema.name is not None else default_name
     if not _NAME.match(name) or ".." in name:
         raise InputError(
@@ -245,18 +253,17 @@ def resolve(data: Mapping[str, Any], source: str = "<recipe>", base_dir: Path | 
         )
     resolved: dict[str, ResolvedPlugin] = {}
     for section in ("model", "data", "estimator", "optimizer", "schedule"):
-        resolved[section] = _resolve_plugin(section, getattr(schema, section), source)
+        default = {"name": _DEFAULT_PLUGINS[section]} if section in _DEFAULT_PLUGINS else None
+        resolved[section] = _resolve_plugin(section, getattr(schema, section), source, default)
     model_cls = resolved["model"].cls
-    objective_spec = schema.objective
-    if objective_spec is None or objective_spec.name == _MODEL_DEFAULT:
-        given = dict(objective_spec.model_extra or {}) if objective_spec is not None else {}
-        objective_spec = PluginSection(**{**model_cls.default_objective, **given})
-    resolved["objective"] = _resolve_plugin("objective", objective_spec, source)
+    resolved["objective"] = _resolve_plugin(
+        "objective", schema.objective or PluginSection(), source, model_cls.default_objective
+    )
     allowed = getattr(model_cls, "objectives", None)
-    if allowed is not None and objective_spec.name not in allowed:
+    if allowed is not None and resolved["objective"].name not in allowed:
         raise InputError(
             f"{source}: objective.name: model {resolved['model'].name!r} trains under "
-            f"{' or '.join(repr(a) for a in allowed)}, not {objective_spec.name!r}"
+            f"{' or '.join(repr(a) for a in allowed)}, not {resolved['objective'].name!r}"
         )
     estimator = resolved["estimator"].build()
     try:
@@ -280,8 +287,7 @@ def load_recipe_plugins(path: str | Path) -> list[str]:
     plugins = load_yaml(path).get("plugins") or []
     if not isinstance(plugins, list):
         raise InputError(f"{path}: plugins: expected a list of files or modules")
-    base_dir = path.resolve().parent
-    return [load_plugin_source(spec, base_dir, key=f"{path}: plugins.{i}") for i, spec in enumerate(plugins)]
+    return load_plugin_sources(plugins, path.resolve().parent, str(path))
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
