@@ -1,4 +1,4 @@
-"""The Deep Gaussian VAE with MLP encoder and decoder."""
+"""The Deep Gaussian VAE with MLP or convolutional encoder and decoder."""
 
 from __future__ import annotations
 
@@ -8,17 +8,41 @@ from typing import Any, Literal
 import pyro
 import pyro.distributions as dist
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
 from bbvi_kit import BBVIModel, DataInfo, PluginOptions, register_model
-from bbvi_kit.nn import ActivationSpec, check_activation, mlp, soft_clip
+from bbvi_kit.errors import InputError
+from bbvi_kit.nn import (
+    ActivationSpec,
+    check_activation,
+    conv_decoder,
+    conv_encoder,
+    conv_shape_problem,
+    deepen,
+    mlp,
+    soft_clip,
+)
 
 
 class GaussianVAEOptions(PluginOptions):
     latent_dim: int = Field(16, ge=1, le=100_000, description="dimension of z")
-    hidden: list[int] = Field([256, 128], description="encoder hidden widths, input side first")
+    hidden: list[int] = Field([256, 128], description="encoder hidden widths, input side first (conv: after flattening)")
     decoder_hidden: list[int] | None = Field(None, description="decoder hidden widths; null mirrors `hidden`")
+    network: Literal["mlp", "conv"] = Field(
+        "mlp", description="mlp: fully connected on the flattened data; conv: the paper's image networks"
+    )
+    channels: list[int] = Field(
+        [64, 128, 256, 512],
+        min_length=1,
+        description="conv: channels of the stride-2 convolutions (kernel 4, padding 1), input side first",
+    )
+    extra_fc_layers: int = Field(
+        0, ge=0, le=100, description="extra fully connected layers of width hidden[-1] (mirrored in the decoder)"
+    )
+    extra_conv_layers: int = Field(
+        0, ge=0, le=100, description="conv: extra kernel-3 stride-1 convolutions at the deepest level (mirrored)"
+    )
     activation: ActivationSpec = Field("tanh", description="activation plugin between hidden layers")
     likelihood: Literal["gaussian", "bernoulli"] = Field("gaussian", description="p(x|z)")
     decoder_scale: float = Field(0.1, gt=0.0, description="c, the fixed std of the Gaussian decoder")
@@ -28,12 +52,26 @@ class GaussianVAEOptions(PluginOptions):
     mean_bound: float = Field(50.0, gt=0.0, description="encoder mean soft-clipped to [-b, b]")
     logvar_bound: float = Field(20.0, gt=0.0, description="encoder log-variance soft-clipped to [-b, b]")
 
-    @field_validator("hidden", "decoder_hidden")
+    @field_validator("hidden", "decoder_hidden", "channels")
     @classmethod
     def _positive_widths(cls, widths: list[int] | None) -> list[int] | None:
         if widths is not None and any(w < 1 or w > 1_000_000 for w in widths):
             raise ValueError("layer widths must lie in 1..1000000")
         return widths
+
+    @field_validator("extra_fc_layers")
+    @classmethod
+    def _widths_to_repeat(cls, extra: int, info: ValidationInfo) -> int:
+        if extra > 0 and (info.data.get("hidden") == [] or info.data.get("decoder_hidden") == []):
+            raise ValueError("extra layers repeat the width hidden[-1] (decoder_hidden[0]), so those must not be empty")
+        return extra
+
+    @field_validator("extra_conv_layers")
+    @classmethod
+    def _conv_only(cls, extra: int, info: ValidationInfo) -> int:
+        if extra > 0 and info.data.get("network") == "mlp":
+            raise ValueError("extra convolutional layers need network: conv (the mlp network has no convolutions)")
+        return extra
 
     _activation = field_validator("activation")(lambda cls, v: check_activation(v))
 
@@ -52,7 +90,22 @@ class GaussianVAE(BBVIModel):
     The encoder heads are soft-clipped (generalized soft-clipping, sharpness 5): the mean to
     [-mean_bound, mean_bound] and the log-variance to [-logvar_bound, logvar_bound], so the
     covariance stays positive definite with eigenvalues >= exp(-logvar_bound), as the
-    convergence theorems assume. Parameter groups: ``phi`` = encoder, ``theta`` = decoder.
+    convergence theorems assume. Parameter groups: ``phi`` = encoder and heads, ``theta`` = decoder.
+
+    Networks (``network``):
+
+    - ``mlp`` (default, for small data): fully connected on the flattened data, widths
+      ``hidden`` (encoder) and ``decoder_hidden`` (decoder; the mirror of ``hidden`` by default);
+    - ``conv``: the paper's image networks (:func:`bbvi_kit.nn.conv_encoder` /
+      :func:`bbvi_kit.nn.conv_decoder`): stride-2 convolutions through ``channels``, then fully
+      connected layers ``hidden``; the decoder mirrors them with transposed convolutions. Needs data
+      ``(C, H, W)`` with H and W divisible by ``2^len(channels)``. CelebA: ``channels
+      [64, 128, 256, 512]``, ``hidden [1024]`` (22.6M parameters at latent 100); CIFAR-100:
+      ``channels [32, 64, 128]``, ``hidden [256]`` (1.46M).
+
+    The depth study of the paper (Figure 5) adds ``extra_fc_layers`` fully connected layers of
+    width ``hidden[-1]`` (both networks) and ``extra_conv_layers`` kernel-3 convolutions at the
+    deepest level (``conv`` only), each on the latent side of the encoder and mirrored in the decoder.
     """
 
     Options = GaussianVAEOptions
@@ -61,26 +114,56 @@ class GaussianVAE(BBVIModel):
         super().__init__(data, **options)
         o = self.options
         self.event_shape = tuple(data.shape)
-        size = math.prod(self.event_shape)
-        dec_hidden = list(reversed(o.hidden)) if o.decoder_hidden is None else o.decoder_hidden
-        self.encoder = mlp([size, *o.hidden], o.activation, final_activation=True)
-        enc_out = o.hidden[-1] if o.hidden else size
+        if o.network == "conv":
+            problem = conv_shape_problem(self.event_shape, len(o.channels))
+            if problem is not None:
+                raise InputError(
+                    f"model.channels: network conv with {len(o.channels)} stride-2 convolutions {problem} "
+                    f"(dataset {data.name!r})"
+                )
+        # Built in this order (encoder, heads, decoder) so that seeded initialisations are stable.
+        self.encoder, enc_out = self._build_encoder()
         self.loc_head = nn.Linear(enc_out, o.latent_dim)
         self.logvar_head = nn.Linear(enc_out, o.latent_dim)
-        self.decoder = mlp([o.latent_dim, *dec_hidden, size], o.activation)
+        self.decoder = self._build_decoder()
+
+    def _build_encoder(self) -> tuple[nn.Module, int]:
+        """The encoder body (everything before the heads) and the width of its output."""
+        o = self.options
+        if o.network == "conv":
+            encoder = conv_encoder(self.event_shape, o.channels, o.hidden, o.activation,
+                                   extra_conv_layers=o.extra_conv_layers, extra_fc_layers=o.extra_fc_layers)
+            return encoder, encoder.out_features
+        widths = [math.prod(self.event_shape), *deepen(o.hidden, o.extra_fc_layers)]
+        return mlp(widths, o.activation, final_activation=True), widths[-1]
+
+    def _build_decoder(self) -> nn.Module:
+        """G_theta without its final squashing: ``[..., latent_dim]`` to the pre-sigmoid output."""
+        o = self.options
+        hidden = list(reversed(o.hidden)) if o.decoder_hidden is None else o.decoder_hidden
+        if o.network == "conv":
+            return conv_decoder(o.latent_dim, self.event_shape, o.channels, hidden, o.activation,
+                                extra_conv_layers=o.extra_conv_layers, extra_fc_layers=o.extra_fc_layers)
+        widths = [o.latent_dim, *deepen(hidden, o.extra_fc_layers, at_start=True), math.prod(self.event_shape)]
+        return mlp(widths, o.activation)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of q(z|x) for a batch ``[..., *event_shape]``."""
-        h = self.encoder(x.flatten(start_dim=x.dim() - len(self.event_shape)))
+        if self.options.network == "mlp":
+            x = x.flatten(start_dim=x.dim() - len(self.event_shape))
+        h = self.encoder(x)
         o = self.options
         loc = soft_clip(self.loc_head(h), -o.mean_bound, o.mean_bound, 5.0)
         logvar = soft_clip(self.logvar_head(h), -o.logvar_bound, o.logvar_bound, 5.0)
         return loc, torch.exp(0.5 * logvar)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoder output for ``z`` of shape ``[..., latent_dim]``: ``[..., *event_shape]``."""
+        """Decoder output G_theta(z) before the sigmoid (means or logits) for ``z`` of shape
+        ``[..., latent_dim]``: ``[..., *event_shape]``."""
         out = self.decoder(z)
-        return out.reshape(out.shape[:-1] + self.event_shape)
+        if self.options.network == "mlp":
+            out = out.reshape(out.shape[:-1] + self.event_shape)
+        return out
 
     def model(self, x: torch.Tensor) -> None:
         o = self.options

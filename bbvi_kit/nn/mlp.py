@@ -56,3 +56,25 @@ def mlp(sizes: list[int], activation: ActivationSpec, *, final_activation: bool 
         if i < len(sizes) - 2 or final_activation:
             layers.append(make_activation(activation))
     return nn.Sequential(*layers)
+
+
+def deepen(widths: list[int], extra: int, *, at_start: bool = False) -> list[int]:
+    """``widths`` with ``extra`` more layers of the width on the latent side: repeats of the last
+    width (encoders, ``widths`` input side first) or, with ``at_start``, of the first (decoders,
+    latent side first). The extra fully connected layers of the paper's depth study (Surendran
+    et al., AISTATS 2025, Figure 5).
+
+    >>> deepen([256, 128], 2)
+    [256, 128, 128, 128]
+    >>> deepen([128, 256], 1, at_start=True)
+    [128, 128, 256]
+    """
+    if extra < 0:
+        raise ValueError(f"extra must be >= 0, got {extra}")
+    if extra == 0:
+        return list(widths)
+    if not widths:
+        raise ValueError("extra fully connected layers repeat a hidden width, but there are none")
+    if at_start:
+        return [widths[0]] * extra + list(widths)
+    return list(widths) + [widths[-1]] * extra
