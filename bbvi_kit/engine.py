@@ -22,11 +22,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Annotated, Any, Callable, Iterable, Mapping, Sequence
 
 import pyro
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -53,17 +53,34 @@ class TrainingOptions(PluginOptions):
         None, ge=1, le=10**10, description="stop after this many updates even if epochs remain"
     )
     seed: int = Field(0, ge=0, le=2**63 - 1, description="seeds torch, numpy, random and data order")
+    seeds: list[Annotated[int, Field(ge=0, le=2**63 - 1)]] | None = Field(
+        None, min_length=1, max_length=10_000,
+        description="run once per seed (a sweep of independent runs); null: one run with `seed`",
+    )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
     record_every: int = Field(1, ge=1, description="write a metrics row every this many iterations")
     eval_every: int | None = Field(
         None, ge=1, description="evaluate every this many iterations; null: at each epoch's end"
     )
     eval_batch_size: int = Field(512, ge=1, description="batch size of evaluation passes")
+    eval_train: bool = Field(
+        False, description="also evaluate on the whole training set (train_loss, train_objective_loss)"
+    )
+    num_workers: int = Field(
+        0, ge=0, le=256, description="data-loading worker processes for datasets decoded per example"
+    )
     grad_clip: float | None = Field(
         None, gt=0.0, description="clip the global gradient norm to this (after it is recorded)"
     )
     flush_every: int = Field(50, ge=1, description="move recorded values to disk every this many iterations")
     progress: bool = Field(True, description="show a progress bar with the current loss")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
+        return seeds
 
 
 def resolve_device(name: str) -> torch.device:
@@ -110,6 +127,8 @@ class Trainer:
         modules: ``nn.Module``s to move to the device and switch between train and eval mode
             (model/guide that are modules or bound methods of one are found automatically).
         max_plate_nesting: batch dims used by the model's plates; guessed when ``None``.
+        reference: exact values of evaluation columns (e.g. ``{"train_loss": exact pPCA negative
+            log-likelihood}``); each evaluation then also records ``<column>_gap`` = value - exact.
 
     Example::
 
@@ -132,6 +151,7 @@ class Trainer:
         parameter_groups: Callable[[], dict[str, list[torch.Tensor]]] | None = None,
         modules: Iterable[nn.Module] = (),
         max_plate_nesting: int | None = None,
+        reference: Mapping[str, float] | None = None,
     ) -> None:
         self.model = model
         self.guide = guide
@@ -142,6 +162,7 @@ class Trainer:
         self.training = training or TrainingOptions()
         self.device = resolve_device(self.training.device)
         self._parameter_groups = parameter_groups
+        self.reference = dict(reference or {})
         self.modules: list[nn.Module] = list(modules)
         for fn in (model, guide):
             owner = _owner_module(fn)
@@ -187,8 +208,9 @@ class Trainer:
         return unique
 
     # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, dataset: Dataset, seed: int) -> dict[str, float]:
-        """Test negative ELBO (one particle) and negative training objective, per example.
+    def evaluate(self, dataset: Dataset, seed: int, split: str = "test") -> dict[str, float]:
+        """Negative ELBO (one particle) and negative training objective on ``dataset``, per example,
+        as ``{split}_loss`` and ``{split}_objective_loss``.
 
         Runs in eval mode, without gradients, inside a forked RNG seeded with ``seed`` so that
         evaluating never shifts the training run's random stream.
@@ -200,7 +222,10 @@ class Trainer:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(seed)
             sums = torch.zeros(2, device=self.device, dtype=torch.float64)
-            for batch in batch_loader(dataset, self.training.eval_batch_size, shuffle=False):
+            loader = batch_loader(
+                dataset, self.training.eval_batch_size, shuffle=False, num_workers=self.training.num_workers
+            )
+            for batch in loader:
                 args = _to_device(as_args(batch), self.device)
                 n = len(args[0])
                 sums[0] += self.eval_loss(*args).loss.double() * n
@@ -209,7 +234,7 @@ class Trainer:
             values = (sums / max(count, 1)).tolist()
         for m in self.modules:
             m.train()
-        return {"test_loss": values[0], "test_objective_loss": values[1]}
+        return {f"{split}_loss": values[0], f"{split}_objective_loss": values[1]}
 
     # -- training ---------------------------------------------------------------------------
     def _step_loss(self, args: tuple, epoch: int) -> Any:
@@ -241,7 +266,9 @@ class Trainer:
             m.to(self.device)
             m.train()
         generator = torch.Generator().manual_seed(opts.seed)
-        loader = batch_loader(train_data, opts.batch_size, shuffle=True, generator=generator)
+        loader = batch_loader(
+            train_data, opts.batch_size, shuffle=True, generator=generator, num_workers=opts.num_workers
+        )
         per_epoch = len(loader)
         if per_epoch == 0:
             raise TrainingError("the training set is empty")
@@ -279,6 +306,11 @@ class Trainer:
                 return
             flush()
             row = {"step": self.step, "epoch": epoch, **self.evaluate(test_data, seed=opts.seed + self.step)}
+            if opts.eval_train:
+                row.update(self.evaluate(train_data, seed=opts.seed + self.step, split="train"))
+            for column, exact in self.reference.items():
+                if column in row:
+                    row[f"{column}_gap"] = row[column] - exact
             row["time"] = time.perf_counter() - start
             history.evals.append(row)
             if run is not None:

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from bbvi_kit.data.base import DataInfo
+from bbvi_kit.data.base import DataInfo, DataSplits
 from bbvi_kit.plugin import PluginOptions
 
 
@@ -46,6 +46,12 @@ class BBVIModel(nn.Module):
 
     def guide(self, *batch: Any) -> Any:
         raise NotImplementedError
+
+    def reference_losses(self, data: DataSplits) -> dict[str, float]:
+        """Exact values of evaluation columns this model can reach at best, if known in closed
+        form (e.g. the Linear VAE's ``{"train_loss": exact pPCA negative log-likelihood}``).
+        The engine then records ``<column>_gap`` at every evaluation. Default: none."""
+        return {}
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Named groups of trainable parameters; by default all of them form ``theta``."""

@@ -269,3 +269,46 @@ def test_score_estimator_trains_and_evaluates_a_discrete_latent_model() -> None:
     history = trainer.fit(data, TensorDataset(torch.full((8,), 4.0)))
     assert history.evals[-1]["test_loss"] < history.evals[0]["test_loss"]
     assert torch.softmax(probs_logit, 0)[2] > 0.6
+
+
+def test_eval_train_and_reference_gaps_are_recorded() -> None:
+    train, test = toy_data(40), toy_data(12, seed=1)
+    reference = {"train_loss": 1.5, "test_loss": -2.0, "not_a_column": 0.0}
+    trainer, _ = make_trainer(eval_train=True)
+    trainer.reference = reference
+    history = trainer.fit(train, test)
+    plain = make_trainer()[0].fit(train, test)
+    assert [r["loss"] for r in history.metrics] == [r["loss"] for r in plain.metrics]  # same trajectory
+    for row, plain_row in zip(history.evals, plain.evals):
+        assert set(row) == {"step", "epoch", "test_loss", "test_objective_loss", "train_loss",
+                            "train_objective_loss", "train_loss_gap", "test_loss_gap", "time"}
+        assert row["test_loss"] == plain_row["test_loss"]
+        assert row["train_loss_gap"] == row["train_loss"] - 1.5
+        assert row["test_loss_gap"] == row["test_loss"] + 2.0
+    # the train evaluation is the same evaluation, run on the training split
+    final = trainer.evaluate(train, seed=trainer.training.seed + trainer.step, split="train")
+    assert final == {k: history.evals[-1][k] for k in ("train_loss", "train_objective_loss")}
+
+
+class ItemDataset(torch.utils.data.Dataset):
+    """A dataset read one example at a time (as images decoded from files are)."""
+
+    def __init__(self, data: TensorDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor]:
+        return self.data[i]
+
+
+def test_worker_processes_do_not_change_the_run() -> None:
+    train, test = ItemDataset(toy_data(40)), ItemDataset(toy_data(12, seed=1))
+    serial = make_trainer()[0].fit(train, test)
+    parallel = make_trainer(num_workers=2)[0].fit(train, test)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    assert strip(serial.metrics) == strip(parallel.metrics)
+    assert strip(serial.evals) == strip(parallel.evals)
+    # and a per-example dataset gives the run an in-memory TensorDataset gives
+    assert strip(make_trainer()[0].fit(toy_data(40), toy_data(12, seed=1)).metrics) == strip(serial.metrics)
