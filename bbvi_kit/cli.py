@@ -23,6 +23,10 @@ from bbvi_kit.registry import REGISTRIES
 _state = {"debug": False}  # set anew by every main() call
 
 
+def _warn(message: str) -> None:
+    click.echo(f"warning: {_one_line(message, 500)}", err=True)
+
+
 def _one_line(text: str, limit: int = 1000) -> str:
     """Collapse whitespace so a message is one line, and cut it to ``limit`` characters."""
     line = " ".join(str(text).split())
@@ -41,36 +45,78 @@ def cli(debug: bool) -> None:
     _state["debug"] = _state["debug"] or debug
 
 
+class SweepFailed(BBVIError):
+    """Some runs of a sweep failed (the others completed and are kept)."""
+
+    exit_code = 1
+
+
 @cli.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.argument("overrides", nargs=-1)
 @click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False),
               help="Root folder of run directories (default: the recipe's output.root, 'runs').")
 def run(recipe: Path, overrides: Sequence[str], out: Path | None) -> None:
-    """Train the run RECIPE describes. OVERRIDES are dotted KEY=VALUE pairs with YAML values,
-    e.g. `optimizer.lr=1e-4 objective.num_particles=5`."""
-    from bbvi_kit.recipe import load_recipe
-    from bbvi_kit.runner import run_recipe
+    """Train the run(s) RECIPE describes. OVERRIDES are dotted KEY=VALUE pairs with YAML values,
+    e.g. `optimizer.lr=1e-4 objective.num_particles=5 sweep.objective.num_particles=[1,5]`.
 
-    resolved = load_recipe(recipe, overrides)
-    history = run_recipe(resolved, out)
-    last = history.metrics[-1] if history.metrics else {}
-    test = history.evals[-1]["test_loss"] if history.evals else float("nan")
-    click.echo(
-        f"done: {int(last.get('step', 0))} iterations, loss {last.get('loss', float('nan')):.4f}, "
-        f"test loss {test:.4f}, mean squared gradient norm {last.get('grad_norm_sq_avg', float('nan')):.4g}"
-    )
-    click.echo(f"run directory: {history.run_dir}")
+    A recipe with `training.seeds` or a `sweep:` section runs every grid point once per seed into
+    one sweep directory, writes summary.csv and draws the figures; a failing run is reported and
+    the others go on (exit code 1 if any failed).
+    """
+    from bbvi_kit.runner import run_plan
+    from bbvi_kit.sweep import load_plan
+
+    plan = load_plan(recipe, overrides)
+    if not plan.is_sweep:
+        history = run_plan(plan, out).history
+        assert history is not None
+        last = history.metrics[-1] if history.metrics else {}
+        test = history.evals[-1]["test_loss"] if history.evals else float("nan")
+        click.echo(
+            f"done: {int(last.get('step', 0))} iterations, loss {last.get('loss', float('nan')):.4f}, "
+            f"test loss {test:.4f}, mean squared gradient norm {last.get('grad_norm_sq_avg', float('nan')):.4g}"
+        )
+        click.echo(f"run directory: {history.run_dir}")
+        return
+
+    total = len(plan.runs)
+    done = {"n": 0}
+
+    def start(path: Path) -> None:
+        click.echo(f"sweep {plan.name}: {len(plan.points)} points x {len(plan.seeds)} seeds = {total} runs "
+                   f"into {path}", err=True)
+
+    def report(planned, row) -> None:  # type: ignore[no-untyped-def]
+        done["n"] += 1
+        if row["status"] == "completed":
+            what = f"test loss {row.get('final_test_loss', float('nan')):.4f}"
+        else:
+            what = f"FAILED: {_one_line(row['error'], 300)}"
+        click.echo(f"[{done['n']}/{total}] {planned.label or 'run'} seed {planned.seed}: {what}", err=True)
+
+    result = run_plan(plan, out, on_start=start, on_run_done=report, warn=_warn)
+    click.echo(f"done: {total - result.failed} of {total} runs completed")
+    click.echo(f"sweep directory: {result.path}")
+    if result.failed:
+        raise SweepFailed(f"{result.failed} of {total} runs failed; see {result.path / 'summary.csv'}")
 
 
 @cli.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.argument("overrides", nargs=-1)
 def validate(recipe: Path, overrides: Sequence[str]) -> None:
-    """Print the fully resolved RECIPE (with OVERRIDES applied), or the error."""
-    from bbvi_kit.recipe import load_recipe
+    """Print the fully resolved RECIPE (with OVERRIDES applied), or the error. For a sweep, every
+    point is validated and the first run's recipe is printed after the list of runs."""
+    from bbvi_kit.sweep import load_plan
 
-    click.echo(load_recipe(recipe, overrides).to_yaml(), nl=False)
+    plan = load_plan(recipe, overrides)
+    if plan.is_sweep:
+        click.echo(f"# sweep {plan.name}: {len(plan.points)} points x seeds {plan.seeds} = {len(plan.runs)} runs")
+        for planned in plan.points:
+            click.echo(f"#   {planned.folder.rsplit('-seed', 1)[0]}: {planned.label or '(no sweep axes)'}")
+        click.echo("# first run:")
+    click.echo(plan.runs[0].recipe.to_yaml(), nl=False)
 
 
 @cli.command()
@@ -89,14 +135,34 @@ def plugins(recipe: Path | None) -> None:
 
 
 @cli.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
-def plot(run_dirs: Sequence[Path]) -> None:
-    """Redraw the plots of one or more run directories from their CSV files."""
-    from bbvi_kit.plotting import plot_run
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for the combined figures (default: DIR/plots for one DIR; needed for several).")
+def plot(dirs: Sequence[Path], out: Path | None) -> None:
+    """Redraw figures from run or sweep directories (read from their files only).
 
-    for run_dir in run_dirs:
-        for path in plot_run(run_dir):
+    A run directory gets its own plots again; a sweep directory, several directories, or a folder
+    of runs gets the paper-style figures over all the runs found (mean over seeds with a band,
+    one colour per sweep value, the C log n / sqrt(n) reference).
+    """
+    from bbvi_kit.figures import draw_figures
+    from bbvi_kit.plotting import plot_run
+    from bbvi_kit.errors import InputError
+
+    for d in dirs:
+        if not d.is_dir():
+            raise InputError(f"{d}: not a directory")
+    if len(dirs) == 1 and (dirs[0] / "metrics.csv").is_file() and out is None:
+        for path in plot_run(dirs[0]):
             click.echo(str(path))
+        return
+    if out is None:
+        if len(dirs) > 1:
+            raise InputError("several directories: say where the combined figures go with --out DIR")
+        out = dirs[0] / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    for path in draw_figures(list(dirs), out, warn=_warn):
+        click.echo(str(path))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -34,6 +34,8 @@ from bbvi_kit.registry import REGISTRIES, load_plugin_source
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# a sweep axis: one dotted key, or several joined by commas (a zipped axis)
+AXIS_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(,[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)*$")
 
 # recipe section -> plugin kind
 PLUGIN_SECTIONS: dict[str, str] = {
@@ -76,6 +78,9 @@ class RecipeSchema(PluginOptions):
     schedule: PluginSection = PluginSection()
     training: TrainingOptions = TrainingOptions()
     output: OutputOptions = OutputOptions()
+    sweep: dict[str, list[Any]] | None = Field(
+        None, description="dotted key -> list of values; the grid of runs (see bbvi_kit.sweep)"
+    )
 
 
 @dataclass
@@ -183,27 +188,50 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def set_dotted(data: dict[str, Any], key: str, value: Any, what: str) -> None:
+    """Set ``data[a][b][c] = value`` for ``key == "a.b.c"``, creating missing sections; ``what``
+    names the source of the key in errors."""
+    parts = key.split(".")
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise InputError(f"{what}: {'.'.join(parts[: depth + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Set dotted keys to YAML values: ``["optimizer.lr=1e-4", "training.epochs=2"]``."""
+    """Set dotted keys to YAML values: ``["optimizer.lr=1e-4", "training.epochs=2"]``.
+
+    Below ``sweep.`` the rest of the key is one sweep axis (``sweep.objective.num_particles=[1, 5]``
+    replaces that axis; a null value removes it); ``sweep=null`` removes the sweep.
+    """
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
-        if not sep or not _KEY.match(key):
+        is_axis = key.startswith("sweep.") and AXIS_KEY.match(key[len("sweep."):]) is not None
+        if not sep or not (_KEY.match(key) or is_axis):
             raise InputError(f"override {item!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=1e-4")
         try:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
             raise InputError(f"override {item!r}: the value is not valid YAML") from None
-        parts = key.split(".")
-        node = data
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise InputError(f"override {item!r}: {'.'.join(parts[: depth + 1])} is not a section")
-            node = child
-        node[parts[-1]] = value
+        if key.startswith("sweep."):
+            axes = data.get("sweep")
+            if axes is None:
+                axes = data["sweep"] = {}
+            if not isinstance(axes, dict):
+                raise InputError(f"override {item!r}: sweep is not a section")
+            axis = key[len("sweep."):]
+            if value is None:
+                axes.pop(axis, None)
+            else:
+                axes[axis] = value
+            continue
+        set_dotted(data, key, value, f"override {item!r}")
     return data
 
 

@@ -106,6 +106,23 @@ def environment() -> dict[str, Any]:
     }
 
 
+def fresh_directory(parent: Path) -> Path:
+    """Make and return a new ``parent/<YYYYmmdd-HHMMSS>-<random id>`` with an exclusive mkdir."""
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output directory {parent}: {exc.strerror or exc}") from exc
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for _ in range(100):
+        path = parent / f"{stamp}-{secrets.token_hex(3)}"
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise InputError(f"cannot find a fresh directory name under {parent}")
+
+
 class RunDirectory:
     """A fresh run directory and the files in it; see the module docstring."""
 
@@ -119,21 +136,20 @@ class RunDirectory:
     @classmethod
     def create(cls, root: Path | str, name: str) -> "RunDirectory":
         """Make ``root/name/<time>-<id>``; never reuses an existing directory."""
-        parent = Path(root) / name
+        path = fresh_directory(Path(root) / name)
+        (path / "plots").mkdir()
+        return cls(path)
+
+    @classmethod
+    def create_named(cls, parent: Path, name: str) -> "RunDirectory":
+        """Make ``parent/name`` (a run inside a sweep directory); it must not exist yet."""
+        path = parent / name
         try:
-            parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()
         except OSError as exc:
-            raise InputError(f"cannot create output directory {parent}: {exc.strerror or exc}") from exc
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        for _ in range(100):
-            path = parent / f"{stamp}-{secrets.token_hex(3)}"
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue
-            (path / "plots").mkdir()
-            return cls(path)
-        raise InputError(f"cannot find a fresh run directory name under {parent}")
+            raise InputError(f"cannot create run directory {path}: {exc.strerror or exc}") from exc
+        (path / "plots").mkdir()
+        return cls(path)
 
     def write_recipe(self, recipe: Mapping[str, Any]) -> None:
         atomic_write_text(self.path / "recipe.yaml", yaml.safe_dump(dict(recipe), sort_keys=False))

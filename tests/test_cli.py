@@ -209,7 +209,7 @@ def test_debug_does_not_leak_into_later_calls(tmp_path: Path, cli_run: Callable)
     (["run"], "Missing argument 'RECIPE'"),
     (["bogus-command"], "No such command 'bogus-command'"),
     (["validate", "r.yaml", "--no-such-option"], "No such option '--no-such-option'"),
-    (["plot"], "Missing argument 'RUN_DIRS...'"),
+    (["plot"], "Missing argument 'DIRS...'"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(cli_run: Callable, args: list[str], problem: str) -> None:
     code, out, err = cli_run(args)
@@ -325,7 +325,7 @@ def test_plot_redraws_the_plots(two_runs: dict[str, Any], cli_run: Callable) -> 
 def test_plot_of_a_folder_that_is_no_run_is_an_error(tmp_path: Path, cli_run: Callable) -> None:
     code, out, err = cli_run(["plot", tmp_path])
     assert code == 2 and out == ""
-    assert_one_line_error(err, str(tmp_path), "no metrics.csv")
+    assert_one_line_error(err, str(tmp_path), "no run director")
 
 
 # --------------------------------------------------------------------------------------------
