@@ -472,3 +472,44 @@ def test_linear_vae_reaches_the_exact_ppca_likelihood() -> None:
     assert subspace_distance(W, mle.W) < 0.03
     assert subspace_distance(W, splits.truth["W"]) < 0.1
     assert float(vae.log_sigma.detach().exp()) == pytest.approx(math.sqrt(mle.sigma2), rel=0.01)
+
+
+def test_a_linear_vae_run_records_its_gap_to_the_exact_optimum(tmp_path) -> None:
+    """Through a recipe: run.json holds the exact optimum and every evaluation row the gap."""
+    import csv
+    import json
+
+    from bbvi_kit.recipe import resolve
+    from bbvi_kit.runner import run_recipe
+
+    recipe = resolve({
+        "model": {"name": "linear_vae", "latent_dim": 2},
+        "data": {"name": "synthetic_ppca", "data_dim": 6, "latent_dim": 2, "num_train": 200, "num_test": 50},
+        "optimizer": {"name": "adam", "lr": 0.05},
+        "training": {"batch_size": 50, "epochs": 3, "eval_train": True, "progress": False, "device": "cpu"},
+    })
+    history = run_recipe(recipe, tmp_path)
+    splits = SyntheticPPCA(data_dim=6, latent_dim=2, num_train=200, num_test=50).load()
+    train, test = splits.train.tensors[0], splits.test.tensors[0]
+    run_dir = next((tmp_path / recipe.name).iterdir())
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["reference"]["train_loss"] == pytest.approx(ppca_max_nll(train, 2), rel=1e-12)
+    assert info["reference"]["test_loss"] == pytest.approx(ppca_nll(fit_ppca(train, 2), test), rel=1e-12)
+    with open(run_dir / "eval.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(history.evals) == 3
+    for row in rows:
+        assert float(row["train_loss_gap"]) == pytest.approx(float(row["train_loss"]) - info["reference"]["train_loss"])
+        assert float(row["test_loss_gap"]) == pytest.approx(float(row["test_loss"]) - info["reference"]["test_loss"])
+        assert float(row["train_loss_gap"]) > 0  # an ELBO never beats the maximum likelihood
+    assert float(rows[-1]["train_loss_gap"]) < float(rows[0]["train_loss_gap"])
+
+
+def test_no_reference_when_switched_off_or_too_wide() -> None:
+    from bbvi_kit import DataInfo
+
+    splits = SyntheticPPCA(data_dim=6, latent_dim=2, num_train=50, num_test=10).load()
+    assert set(LinearVAE(splits.info, latent_dim=2).reference_losses(splits)) == {"train_loss", "test_loss"}
+    assert LinearVAE(splits.info, latent_dim=2, ppca_reference=False).reference_losses(splits) == {}
+    wide = DataInfo(name="wide", shape=(3, 64, 64), num_train=2, num_test=0)
+    assert LinearVAE(wide, latent_dim=2).reference_losses(splits) == {}  # 12288 > 4096 dims
