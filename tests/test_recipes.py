@@ -130,3 +130,17 @@ def test_headline_command_without_celeba_fails_clearly(tmp_path: Path, cli_run: 
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "list_eval_partition" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("stem", ["celeba_iwae", "cifar100_iwae", "linear_vae_ppca"])
+def test_recipe_runs_on_cuda(stem: str, data_root: Path, tmp_path: Path, cli_run: Callable) -> None:
+    """The paper recipes on the GPU (device auto picks it), every point, with the ppca reference."""
+    recipe = REPO / "recipes" / f"{stem}.yaml"
+    overrides = [o for o in smoke_overrides(recipe, data_root) if o != "training.device=cpu"]
+    code, out, err = cli_run(["run", recipe, *overrides, "training.num_workers=2", "--out", tmp_path])
+    assert code == 0, err
+    sweep_dir = Path(out.split("sweep directory: ")[1].strip())
+    for run_json in sweep_dir.glob("*/run.json"):
+        info = json.loads(run_json.read_text())
+        assert info["status"] == "completed" and info["device"].startswith("cuda")
