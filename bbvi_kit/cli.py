@@ -160,7 +160,6 @@ def plot(dirs: Sequence[Path], out: Path | None) -> None:
         if len(dirs) > 1:
             raise InputError("several directories: say where the combined figures go with --out DIR")
         out = dirs[0] / "plots"
-    out.mkdir(parents=True, exist_ok=True)
     for path in draw_figures(list(dirs), out, warn=_warn):
         click.echo(str(path))
 

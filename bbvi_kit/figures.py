@@ -353,6 +353,9 @@ def _axis_keys(axis: str, flat: Mapping[str, Any] | None = None) -> list[str]:
     keys = []
     for key in (k.strip() for k in str(axis).split(",")):
         option = ".".join(key.split(".")[:2])
+        if flat is not None and key not in flat and any(f.startswith(key + ".") for f in flat):
+            keys.extend(f for f in flat if f.startswith(key + "."))  # a whole section swept
+            continue
         keys.append(option if flat is not None and option != key and option in flat else key)
     return keys
 
@@ -364,8 +367,8 @@ def _run_settings(run: RunRecord) -> dict[str, Any]:
         keys = [k.strip() for k in str(axis).split(",")]
         values = value if len(keys) > 1 and isinstance(value, (list, tuple)) else [value]
         for key, val in zip(keys, values):
-            if ".".join(key.split(".")[:2]) in flat:
-                continue  # the recipe always wins; the point fills in what it lacks
+            if ".".join(key.split(".")[:2]) in flat or any(f.startswith(key + ".") for f in flat):
+                continue  # the recipe always wins (a swept section too); the point fills in what it lacks
             flat[key] = {"name": val} if key == "model.activation" and isinstance(val, str) else val
     return {k: v for k, v in flat.items() if not _ignored(k)}
 
@@ -489,10 +492,22 @@ def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
             if len({json.dumps(a.get(option)) for a in same}) > 1:
                 activation_varying.add(option)
 
+    # When a sweep swaps a whole section's plugin (sweep: {optimizer: [{name: sgd, ...}, {name:
+    # adam, ...}]}), the options only some of the plugins have (betas, momentum) say nothing the
+    # plugin's name does not, unless they vary themselves.
+    whole_sections = {k.strip() for r in runs for axis in r.point for k in str(axis).split(",") if "." not in k}
+    plugin_varies = {k.rsplit(".", 1)[0] for k in differing if k.endswith(".name")} & whole_sections
+
+    def says_something(key: str) -> bool:
+        present = {json.dumps(row[key], sort_keys=True) for row in table if row[key] != _MISSING}
+        partial = len(present) < len({json.dumps(row[key], sort_keys=True) for row in table})
+        return not (key.split(".", 1)[0] in plugin_varies and partial and len(present) == 1)
+
+    label_keys = [k for k in order if says_something(k)]
     groups = []
     for indices in buckets.values():
         first = indices[0]
-        parts = {k: _part(k, table[first][k], activation_varying) for k in order}
+        parts = {k: _part(k, table[first][k], activation_varying) for k in label_keys}
         parts = {k: p for k, p in parts.items() if p}
         key = {k: settings[first][k] for k in order if k in settings[first]}
         label = ", ".join(parts.values())
@@ -722,7 +737,9 @@ def _prepare(group: Group, colour: Any, say: Callable[[str], None]) -> _GroupDat
             first = runs[0]
             pos = np.searchsorted(first.column("evals", "step"), steps_eval)
             if first.has_column("evals", "epoch"):
-                data.eval_epochs = first.column("evals", "epoch")[pos] + 1
+                # epochs completed; an evaluation inside an epoch (eval_every, or training.iterations
+                # ending one early) sits at its fraction of the epoch
+                data.eval_epochs = np.minimum(first.column("evals", "epoch")[pos] + 1, steps_eval / data.ipe)
             if len({len(r.evals) for r in runs}) > 1:
                 say(f"group '{group.label}': test curves use the {len(steps_eval)} evaluations common to "
                     f"its {len(runs)} seeds")

@@ -30,7 +30,7 @@ import yaml
 
 from bbvi_kit.data.base import DataSplits
 from bbvi_kit.engine import History, Trainer, count_parameters
-from bbvi_kit.errors import BBVIError
+from bbvi_kit.errors import BBVIError, InputError
 from bbvi_kit.model import BBVIModel
 from bbvi_kit.plotting import plot_run
 from bbvi_kit.recipe import Recipe
@@ -46,12 +46,16 @@ def _error_message(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, BBVIError) else f"{type(exc).__name__}: {exc}"
 
 
-def build_model(recipe: Recipe, data: DataSplits) -> BBVIModel:
+def build_model(recipe: Recipe, data: DataSplits, where: str | None = None) -> BBVIModel:
     """The recipe's model plugin, built for ``data``, with the global RNGs seeded first so that
-    its initial parameters depend on the seed only."""
+    its initial parameters depend on the seed only. A model that cannot take this data (an
+    :class:`InputError`) is reported with ``where`` (default: the recipe's file) in front."""
     pyro.clear_param_store()
     pyro.set_rng_seed(recipe.training.seed)
-    return recipe.model.build(data.info)
+    try:
+        return recipe.model.build(data.info)
+    except InputError as exc:
+        raise InputError(f"{where or recipe.source}: {exc}") from None
 
 
 def _start(run: RunDirectory, recipe: Recipe, info: dict[str, Any]) -> None:
@@ -93,6 +97,7 @@ def train_into(recipe: Recipe, run: RunDirectory, data: DataSplits, model: BBVIM
             num_parameters=count_parameters(list(model.parameters())),
             num_train=data.info.num_train,
             num_test=data.info.num_test,
+            data_files=data.info.files,
             reference=reference or None,
             started=_now(),
             environment=environment(),
@@ -215,6 +220,15 @@ def run_plan(
     def data_of(planned: PlannedRun) -> DataSplits:
         return datasets[yaml.safe_dump(planned.recipe.data.as_dict(), sort_keys=True)]
 
+    def where(planned: PlannedRun) -> str:
+        return f"{plan.source} [sweep point {planned.label}]" if planned.label else plan.source
+
+    # Every point's model is built once before anything is written: a point that cannot take its
+    # data is bad input, not a failed run.
+    if plan.is_sweep:
+        for planned in plan.points:
+            build_model(planned.recipe, data_of(planned), where(planned))
+
     if not plan.is_sweep:
         (planned,) = plan.runs
         model = build_model(planned.recipe, data_of(planned))
@@ -227,6 +241,7 @@ def run_plan(
     (parent / "plots").mkdir()
     sweep_data = dict(plan.data)
     sweep_data["plugins"] = plan.runs[0].recipe.plugins  # resolved paths: re-runnable from anywhere
+    sweep_data["name"] = plan.name  # not the stem of sweep.yaml
     atomic_write_text(parent / "sweep.yaml", yaml.safe_dump(sweep_data, sort_keys=False))
     result = PlanResult(path=parent)
     runs_info = [{"dir": r.folder, "point_index": r.point_index, "seed": r.seed, "status": "pending"}
@@ -243,7 +258,7 @@ def run_plan(
         info = {"point": planned.point, "point_label": planned.label, "sweep": str(parent)}
         try:
             try:
-                model = build_model(planned.recipe, data_of(planned))
+                model = build_model(planned.recipe, data_of(planned), where(planned))
             except BaseException as exc:
                 _start(run, planned.recipe, info)
                 _fail(run, exc, 0)
@@ -264,7 +279,8 @@ def run_plan(
         _write_summary(parent / "summary.csv", result.rows)
         if on_run_done is not None:
             on_run_done(planned, row)
-    final_status = "completed" if result.failed == 0 else "completed_with_failures"
+    final_status = ("completed" if result.failed == 0 else
+                    "failed" if result.failed == len(plan.runs) else "completed_with_failures")
     atomic_write_text(parent / "sweep.json",
                       _sweep_info(plan, final_status, runs_info, started=started, finished=_now()))
     if result.failed < len(plan.runs):

@@ -118,6 +118,8 @@ def check_axes(axes: Any, source: str) -> dict[str, list[Any]]:
                 raise InputError(f"{where}: {key} cannot be swept")
             if key in _SEED_KEYS:
                 raise InputError(f"{where}: list seeds in training.seeds instead")
+            if key == "training":
+                raise InputError(f"{where}: sweep training's options (training.batch_size, ...), not the section")
             if key in seen or any(key.startswith(s + ".") or s.startswith(key + ".") for s in seen):
                 raise InputError(f"{where}: {key} overlaps another sweep axis")
             seen.add(key)

@@ -322,6 +322,20 @@ def test_plot_redraws_the_plots(two_runs: dict[str, Any], cli_run: Callable) -> 
         assert_png(path)
 
 
+def test_plot_of_several_runs_draws_the_combined_figures(two_runs: dict[str, Any], tmp_path: Path,
+                                                         cli_run: Callable) -> None:
+    code, _, err = cli_run(["plot", two_runs["run1"], two_runs["run2"]])
+    assert code == 2 and "--out" in err
+    code, out, err = cli_run(["plot", two_runs["run1"], two_runs["run2"], "--out", tmp_path / "figs"])
+    assert code == 0, err
+    assert {Path(p).name for p in out.splitlines()} >= {"grad_norm_sq.png", "grad_norm_sq.pdf", "test_loss.png"}
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    code, out, err = cli_run(["plot", two_runs["run1"], "--out", blocked / "figs"])
+    assert code == 2 and out == ""
+    assert_one_line_error(err, str(blocked / "figs"))
+
+
 def test_plot_of_a_folder_that_is_no_run_is_an_error(tmp_path: Path, cli_run: Callable) -> None:
     code, out, err = cli_run(["plot", tmp_path])
     assert code == 2 and out == ""

@@ -382,3 +382,28 @@ def test_runs_without_evaluations_draw_the_gradient_figure_only(tmp_path: Path) 
     assert [p.name for p in written] == ["grad_norm_sq.png", "grad_norm_sq.pdf", "figures.json"]
     assert messages == ["group 'synthetic': no test curve (no eval rows from seed 0 [completed])"]
     assert_valid_figures(out, ["grad_norm_sq"])
+
+
+def test_an_evaluation_inside_an_epoch_sits_at_its_fraction_of_the_epoch(tmp_path: Path) -> None:
+    """training.iterations can end a run mid-epoch; its final evaluation is not a whole epoch."""
+    from bbvi_kit import figures
+
+    run = make_run(tmp_path / "run", epochs=3, per_epoch=25, stop=60)  # 2 whole epochs, then 10 steps
+    with open(run / "eval.csv", "a") as fh:
+        fh.write("60,2,5.0,5.0,2.4\n")  # the runner's final evaluation after step 60
+    (group,) = figures.group_runs(figures.find_runs([run]))
+    data = figures._prepare(group, "C0", lambda message: None)
+    np.testing.assert_allclose(data.eval_epochs, [1.0, 2.0, 2.4])
+
+
+def test_a_swept_section_is_labelled_by_its_plugins(tmp_path: Path) -> None:
+    """sweep: {optimizer: [{name: sgd, ...}, {name: adam, ...}]}: "SGD" and "Adam", not every option."""
+    sgd = {"name": "sgd", "lr": 0.001, "momentum": 0.0}
+    adam = {"name": "adam", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-8}
+    for name, optimizer in (("sgd", sgd), ("adam", adam)):
+        make_run(tmp_path / name, overrides={"optimizer": optimizer}, point={"optimizer": optimizer},
+                 point_label=f"optimizer={name}")
+    assert [g.label for g in group_runs(find_runs([tmp_path]))] == ["Adam", "SGD"]
+    make_run(tmp_path / "adam-fast", overrides={"optimizer": {**adam, "lr": 0.01}},
+             point={"optimizer": {**adam, "lr": 0.01}}, point_label="optimizer=adam-fast")
+    assert [g.label for g in group_runs(find_runs([tmp_path]))] == ["Adam, γ₀=0.001", "Adam, γ₀=0.01", "SGD, γ₀=0.001"]

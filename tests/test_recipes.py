@@ -36,6 +36,21 @@ EXPECTED_POINTS = {
 }
 
 
+# recipe -> the legend of its figures, one entry per sweep point
+FIGURE_LABELS = {
+    "celeba_vae_softclip": ["soft-clip s=1", "soft-clip s=2", "soft-clip s=5", "soft-clip s=10", "relu"],
+    "celeba_beta_vae": ["β=1", "β=2", "β=4", "β=8"],
+    "celeba_iwae": ["K=1", "K=5", "K=10"],
+    "cifar100_iwae": ["K=1", "K=5", "K=10", "K=50", "K=100"],
+    "cifar100_beta_vae": ["β=1", "β=2", "β=4", "β=8"],
+    "celeba_depth": ["extra_fc_layers=0, extra_conv_layers=0", "extra_fc_layers=0, extra_conv_layers=1",
+                     "extra_fc_layers=1, extra_conv_layers=0"],
+    "batch_size": ["B=32", "B=64", "B=128", "B=256", "B=512"],
+    "sgd_vs_adam": ["Adam", "SGD"],
+    "linear_vae_ppca": ["linear_vae_ppca"],
+}
+
+
 def test_every_experiment_of_the_issue_has_a_recipe() -> None:
     assert {r.stem for r in PAPER} == set(EXPECTED_POINTS)
 
@@ -117,6 +132,8 @@ def test_recipe_smoke_runs_every_point_on_generated_data(
         assert info["status"] == "completed"
     assert (sweep_dir / "plots" / "grad_norm_sq.png").is_file()
     assert (sweep_dir / "plots" / "test_loss.pdf").is_file()
+    labels = [g["label"] for g in json.loads((sweep_dir / "plots" / "figures.json").read_text())["groups"]]
+    assert labels == FIGURE_LABELS[recipe.stem]
     if recipe.stem.endswith("_iwae"):
         assert (sweep_dir / "plots" / "iwae_bound_vs_K.png").is_file()
     if recipe.stem == "linear_vae_ppca":
@@ -144,3 +161,32 @@ def test_recipe_runs_on_cuda(stem: str, data_root: Path, tmp_path: Path, cli_run
     for run_json in sweep_dir.glob("*/run.json"):
         info = json.loads(run_json.read_text())
         assert info["status"] == "completed" and info["device"].startswith("cuda")
+
+
+def test_an_unreadable_image_in_a_worker_is_a_one_line_error(data_root: Path, tmp_path: Path, cli_run: Callable) -> None:
+    """Found by a DataLoader worker mid-run: one line (torch wraps it in the worker's traceback)."""
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root / "celeba", root / "celeba")
+    broken = sorted((root / "celeba" / "img_align_celeba").glob("*.jpg"))[1]
+    broken.write_bytes(b"not a jpeg")
+    recipe = REPO / "recipes" / "celeba_iwae.yaml"
+    common = [o for o in smoke_overrides(recipe, data_root) if not o.startswith(("data.root", "training.num_workers"))]
+    common += [f"data.root={root}", "training.num_workers=2", "sweep.objective.num_particles=[2]"]
+    expected = f"dataset celeba: cannot read image {broken}: UnidentifiedImageError"
+
+    # one run: exit code 2 (bad input), one line
+    code, out, err = cli_run(["run", recipe, *common, "sweep=null", "training.seeds=null", "--out", tmp_path / "one"])
+    assert code == 2 and out == "", err
+    assert err.splitlines() == [err.strip()] and err.startswith(f"error: {expected}")
+    (info,) = [json.loads(p.read_text()) for p in (tmp_path / "one").rglob("run.json")]
+    assert info["status"] == "failed" and info["error"].startswith(expected) and "\n" not in info["error"]
+    assert info["data_files"] == str((root / "celeba" / "img_align_celeba").resolve())
+
+    # in a sweep: that run is marked failed with the same short message
+    code, out, err = cli_run(["run", recipe, *common, "--out", tmp_path / "sweep"])
+    assert code == 1 and "Traceback" not in err and "worker process" not in err
+    with open(next((tmp_path / "sweep").rglob("summary.csv")), newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["status"] == "failed" and row["error"].startswith(expected)

@@ -290,3 +290,44 @@ def test_a_missing_dataset_stops_a_sweep_before_anything_is_written(tmp_path: Pa
                             "training.seeds=[0, 1]", "--out", tmp_path / "runs"])
     assert code == 2 and "cifar" in err.lower()
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_point_whose_model_cannot_take_the_data_stops_the_sweep_before_anything_runs(
+    tmp_path: Path, cli_run: Callable
+) -> None:
+    code, out, err = cli_run(["run", QUICKSTART, *TINY, "sweep.model.network=[mlp, conv]", "--out", tmp_path / "runs"])
+    assert code == 2 and out == ""
+    line = err.strip().splitlines()[-1]
+    assert len(err.strip().splitlines()) == 1
+    assert f"{QUICKSTART} [sweep point network=conv]: model.channels" in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_single_run_whose_model_cannot_take_the_data_names_the_recipe(tmp_path: Path, cli_run: Callable) -> None:
+    code, _, err = cli_run(["run", QUICKSTART, *TINY, "model.network=conv", "--out", tmp_path / "runs"])
+    assert code == 2 and f"error: {QUICKSTART}: model.channels" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sweep_yaml_keeps_the_name_of_a_recipe_without_one(tmp_path: Path) -> None:
+    recipe = write(tmp_path, """\
+        model: {name: gaussian_vae, hidden: [8], latent_dim: 2}
+        training: {seeds: [0], iterations: 1, progress: false, device: cpu}
+        """, name="my_experiment.yaml")
+    result = run_plan(load_plan(recipe), tmp_path / "runs")
+    assert result.path.parent == tmp_path / "runs" / "my_experiment"
+    assert load_plan(result.path / "sweep.yaml").name == "my_experiment"
+    info = json.loads((result.path / "seed0" / "run.json").read_text())
+    assert info["data_files"] is None  # digits ship inside scikit-learn
+
+
+def test_a_sweep_whose_every_run_failed_says_so(sweep_with_a_failure: dict[str, Any]) -> None:
+    tmp = sweep_with_a_failure["tmp"]
+    result = run_plan(load_plan(tmp / "recipe.yaml", ["sweep.model.fail_at=[3]"]), tmp / "all-failed")
+    assert result.failed == 2
+    assert json.loads((result.path / "sweep.json").read_text())["status"] == "failed"
+
+
+def test_the_training_section_cannot_be_swept_whole(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="sweep training's options"):
+        load_plan(QUICKSTART, ["sweep.training=[{seeds: [1, 2]}]"])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
 
+from bbvi_kit.errors import BBVIError
 from bbvi_kit.plugin import Configurable
 
 
@@ -21,6 +23,8 @@ class DataInfo:
         num_train: number of training examples (the full size of a subsampled data plate).
         num_test: number of test examples.
         num_classes: number of label classes when the dataset yields labels, else ``None``.
+        files: where the data was read from (a file-based dataset's folder), recorded in each
+            run's ``run.json`` since the data root may come from the environment.
     """
 
     name: str
@@ -28,6 +32,7 @@ class DataInfo:
     num_train: int
     num_test: int
     num_classes: int | None = None
+    files: str | None = None
 
 
 @dataclass
@@ -88,8 +93,8 @@ def batch_loader(
     shuffle: bool,
     generator: torch.Generator | None = None,
     num_workers: int = 0,
-) -> DataLoader:
-    """Mini-batches of ``dataset`` in a reproducible order.
+) -> Iterable[Any]:
+    """Mini-batches of ``dataset`` in a reproducible order (a ``DataLoader``; it has ``len``).
 
     In-memory ``TensorDataset``s are sliced a whole batch at a time (one indexing op per batch,
     not one per example); other datasets (e.g. images decoded from files) go through the usual
@@ -107,8 +112,41 @@ def batch_loader(
     worker_seeds = torch.Generator().manual_seed(0)
     if isinstance(dataset, TensorDataset):
         return DataLoader(dataset, sampler=batches, batch_size=None, generator=worker_seeds)
-    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, generator=worker_seeds)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
+                        persistent_workers=num_workers > 0, generator=worker_seeds)
+    return _WorkerErrorsKeptShort(loader) if num_workers > 0 else loader
+
+
+def _original_message(exc: BaseException) -> str:
+    """The message a worker process raised, without the traceback torch wraps it in."""
+    text = str(exc)
+    if "DataLoader worker process" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
+
+
+class _WorkerErrorsKeptShort:
+    """A ``DataLoader`` with workers whose bbvi-kit errors (e.g. an unreadable image) keep their
+    one-line message: torch re-raises a worker's exception with the worker's traceback in it."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = iter(self.loader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except BBVIError as exc:
+                raise type(exc)(_original_message(exc)) from None
+            yield batch
 
 
 def as_args(batch: object) -> tuple:

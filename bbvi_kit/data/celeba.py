@@ -212,7 +212,8 @@ class CelebA(DatasetPlugin):
         _ = splits["train"][0]  # decode one image now: an unreadable file or a bad crop fails here, not mid-run
         size = opts.image_size
         info = DataInfo(
-            name="celeba", shape=(3, size, size), num_train=len(names["train"]), num_test=len(names["test"])
+            name="celeba", shape=(3, size, size), num_train=len(names["train"]), num_test=len(names["test"]),
+            files=str(files.images.resolve()),
         )
         return DataSplits(train=splits["train"], test=splits["test"], info=info)
 

@@ -95,5 +95,6 @@ class CIFAR100(DatasetPlugin):
             num_train=len(train),
             num_test=len(test),
             num_classes=100 if keep_labels else None,
+            files=str(files["train"].parent.resolve()),
         )
         return DataSplits(train=train, test=test, info=info)

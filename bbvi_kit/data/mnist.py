@@ -84,6 +84,7 @@ class _TorchvisionIdxDataset(DatasetPlugin):
             num_train=len(train_set),
             num_test=len(test_set),
             num_classes=10 if opts.labels else None,
+            files=str(raw.resolve()),
         )
         return DataSplits(train=train_set, test=test_set, info=info)
 
