@@ -8,6 +8,7 @@ The public API. Build a run from a YAML recipe (``bbvi-kit run recipe.yaml``, or
 __version__ = "0.1.0"
 
 from bbvi_kit.data import DataInfo, DatasetPlugin, DataSplits
+from bbvi_kit.diagnostics import Diagnostic, DiagnosticContext, DiagnosticOptions
 from bbvi_kit.engine import History, Trainer, TrainingOptions
 from bbvi_kit.errors import BBVIError, InputError, TrainingError
 from bbvi_kit.estimators import Estimator, Pathwise, ScoreFunction
@@ -20,6 +21,7 @@ from bbvi_kit.plugin import Configurable, PluginOptions
 from bbvi_kit.registry import (
     register_activation,
     register_dataset,
+    register_diagnostic,
     register_estimator,
     register_model,
     register_objective,
@@ -39,6 +41,9 @@ __all__ = [
     "DataInfo",
     "DataSplits",
     "DatasetPlugin",
+    "Diagnostic",
+    "DiagnosticContext",
+    "DiagnosticOptions",
     "ELBO",
     "Estimator",
     "History",
@@ -56,6 +61,7 @@ __all__ = [
     "TrainingOptions",
     "register_activation",
     "register_dataset",
+    "register_diagnostic",
     "register_estimator",
     "register_model",
     "register_objective",

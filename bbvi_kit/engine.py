@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Iterable, Mapping, Sequence
 
@@ -32,6 +33,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from bbvi_kit.data.base import as_args, batch_loader
+from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, run_diagnostic
 from bbvi_kit.diagnostics.gradients import squared_grad_norms
 from bbvi_kit.errors import BBVIError, TrainingError
 from bbvi_kit.estimators.base import Estimator
@@ -107,6 +109,7 @@ class History:
 
     metrics: list[dict[str, float]] = field(default_factory=list)
     evals: list[dict[str, float]] = field(default_factory=list)
+    diagnostics: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # name -> rows
     run_dir: str | None = None
 
 
@@ -129,6 +132,9 @@ class Trainer:
         max_plate_nesting: batch dims used by the model's plates; guessed when ``None``.
         reference: exact values of evaluation columns (e.g. ``{"train_loss": exact pPCA negative
             log-likelihood}``); each evaluation then also records ``<column>_gap`` = value - exact.
+        diagnostics: named :class:`~bbvi_kit.diagnostics.Diagnostic` plugins, measured when due
+            (see :mod:`bbvi_kit.diagnostics.base`); their rows go to ``History.diagnostics[name]``
+            and ``diagnostics/<name>.csv`` of the run directory.
 
     Example::
 
@@ -152,6 +158,7 @@ class Trainer:
         modules: Iterable[nn.Module] = (),
         max_plate_nesting: int | None = None,
         reference: Mapping[str, float] | None = None,
+        diagnostics: Mapping[str, Diagnostic] | None = None,
     ) -> None:
         self.model = model
         self.guide = guide
@@ -163,6 +170,7 @@ class Trainer:
         self.device = resolve_device(self.training.device)
         self._parameter_groups = parameter_groups
         self.reference = dict(reference or {})
+        self.diagnostics = dict(diagnostics or {})
         self.modules: list[nn.Module] = list(modules)
         for fn in (model, guide):
             owner = _owner_module(fn)
@@ -316,6 +324,29 @@ class Trainer:
             if run is not None:
                 run.evals.write([row])
             last_eval_step = self.step
+            diagnose(epoch, evaluating=True)
+
+        def diagnose(epoch: int, evaluating: bool) -> None:
+            for name, diagnostic in self.diagnostics.items():
+                if (diagnostic.options.every is None) != evaluating:
+                    continue
+                if not diagnostic.due(self.step, evaluating=evaluating, last=self.step == total):
+                    continue
+                context = DiagnosticContext(self, train_data, test_data, self.step, epoch)
+                seed = (opts.seed * 1_000_003 + self.step * 7_919 + zlib.crc32(name.encode())) % 2**63
+                try:
+                    values = run_diagnostic(diagnostic, context, seed)
+                except BBVIError:
+                    raise
+                except Exception as exc:
+                    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    raise TrainingError(
+                        f"step {self.step} (epoch {epoch}): diagnostic {name} failed: {type(exc).__name__}: {first_line}"
+                    ) from exc
+                row = {"step": self.step, "epoch": epoch, **values, "time": time.perf_counter() - start}
+                history.diagnostics.setdefault(name, []).append(row)
+                if run is not None:
+                    run.diagnostic_log(name).write([row])
 
         bar = tqdm(total=total, disable=not opts.progress, unit="it", dynamic_ncols=True, leave=True)
         try:
@@ -358,6 +389,7 @@ class Trainer:
                         flush()
                     if eval_every is not None and self.step % eval_every == 0:
                         do_eval(epoch)
+                    diagnose(epoch, evaluating=False)
                 if eval_every is None:
                     do_eval(epoch)
                 epoch += 1

@@ -20,7 +20,7 @@ Every error is one line naming the file and the dotted key.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -78,6 +78,9 @@ class RecipeSchema(PluginOptions):
     schedule: PluginSection = PluginSection()
     training: TrainingOptions = TrainingOptions()
     output: OutputOptions = OutputOptions()
+    diagnostics: list[PluginSection] = Field(
+        default_factory=list, description="diagnostic plugins to measure along the way (bbvi_kit.diagnostics)"
+    )
     sweep: dict[str, list[Any]] | None = Field(
         None, description="dotted key -> list of values; the grid of runs (see bbvi_kit.sweep)"
     )
@@ -114,6 +117,18 @@ class Recipe:
     schedule: ResolvedPlugin
     training: TrainingOptions
     output: OutputOptions
+    diagnostics: list[ResolvedPlugin] = field(default_factory=list)
+
+    def diagnostic_plugins(self) -> dict[str, Any]:
+        """The diagnostics built and named: their plugin name, with ``_2``, ``_3`` ... for repeats."""
+        built: dict[str, Any] = {}
+        for spec in self.diagnostics:
+            name, n = spec.name, 1
+            while name in built:
+                n += 1
+                name = f"{spec.name}_{n}"
+            built[name] = spec.build()
+        return built
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved recipe as plain data; written to the run directory as recipe.yaml."""
@@ -122,6 +137,7 @@ class Recipe:
             out[section] = getattr(self, section).as_dict()
         out["training"] = self.training.model_dump(mode="json")
         out["output"] = self.output.model_dump(mode="json")
+        out["diagnostics"] = [d.as_dict() for d in self.diagnostics]
         return out
 
     def to_yaml(self) -> str:
@@ -236,10 +252,12 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 
 
 def _resolve_plugin(
-    section: str, spec: PluginSection, source: str, default: Mapping[str, Any] | None = None
+    section: str, spec: PluginSection, source: str, default: Mapping[str, Any] | None = None,
+    kind: str | None = None,
 ) -> ResolvedPlugin:
-    """Look up a section's plugin and validate its options. A section without ``name`` is the
-    ``default`` section (name and options) with the given options laid over it."""
+    """Look up a section's plugin (of ``kind``, by default the section's) and validate its
+    options. A section without ``name`` is the ``default`` section (name and options) with the
+    given options laid over it."""
     options = dict(spec.model_extra or {})
     name = spec.name
     if name is None:
@@ -247,7 +265,7 @@ def _resolve_plugin(
             raise InputError(f"{source}: {section}.name: Field required")
         options = {**default, **options}
         name = options.pop("name")
-    cls = REGISTRIES[PLUGIN_SECTIONS[section]].get(name, key=f"{source}: {section}.name")
+    cls = REGISTRIES[kind or PLUGIN_SECTIONS[section]].get(name, key=f"{source}: {section}.name")
     try:
         validated = cls.Options(**options)
     except ValidationError as exc:
@@ -293,6 +311,9 @@ def resolve(data: Mapping[str, Any], source: str = "<recipe>", base_dir: Path | 
             f"{source}: objective.name: model {resolved['model'].name!r} trains under "
             f"{' or '.join(repr(a) for a in allowed)}, not {resolved['objective'].name!r}"
         )
+    diagnostics = [
+        _resolve_plugin(f"diagnostics.{i}", spec, source, kind="diagnostic") for i, spec in enumerate(schema.diagnostics)
+    ]
     estimator = resolved["estimator"].build()
     try:
         estimator.check(resolved["objective"].build())
@@ -305,6 +326,7 @@ def resolve(data: Mapping[str, Any], source: str = "<recipe>", base_dir: Path | 
         plugins=plugins,
         training=schema.training,
         output=schema.output,
+        diagnostics=diagnostics,
         **resolved,
     )
 

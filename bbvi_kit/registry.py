@@ -208,9 +208,10 @@ estimators: Registry[Any] = Registry("estimator", ENTRY_POINT_PREFIX + "estimato
 optimizers: Registry[Any] = Registry("optimizer", ENTRY_POINT_PREFIX + "optimizers")
 schedules: Registry[Any] = Registry("schedule", ENTRY_POINT_PREFIX + "schedules")
 activations: Registry[Any] = Registry("activation", ENTRY_POINT_PREFIX + "activations")
+diagnostics: Registry[Any] = Registry("diagnostic", ENTRY_POINT_PREFIX + "diagnostics")
 
 REGISTRIES: dict[str, Registry[Any]] = {
-    r.kind: r for r in (models, datasets, objectives, estimators, optimizers, schedules, activations)
+    r.kind: r for r in (models, datasets, objectives, estimators, optimizers, schedules, activations, diagnostics)
 }
 
 
@@ -247,6 +248,11 @@ def register_schedule(name: str) -> Callable[[T], T]:
 def register_activation(name: str) -> Callable[[T], T]:
     """Register an activation plugin: an ``nn.Module`` subclass with an ``Options`` schema."""
     return activations.register(name)
+
+
+def register_diagnostic(name: str) -> Callable[[T], T]:
+    """Register a diagnostic plugin: a :class:`bbvi_kit.diagnostics.Diagnostic` subclass."""
+    return diagnostics.register(name)
 
 
 # -- plugins named in a recipe ---------------------------------------------------------------

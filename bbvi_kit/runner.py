@@ -91,6 +91,7 @@ def train_into(recipe: Recipe, run: RunDirectory, data: DataSplits, model: BBVIM
             parameter_groups=model.parameter_groups,
             modules=[model],
             reference=reference,
+            diagnostics=recipe.diagnostic_plugins(),
         )
         run.update_info(
             device=str(trainer.device),

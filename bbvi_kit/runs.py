@@ -7,6 +7,7 @@ Layout of ``<root>/<recipe name>/<YYYYmmdd-HHMMSS>-<id>/``:
   (versions, device, git commit, seed) and timing; replaced atomically on every change;
 - ``metrics.csv``: one row per recorded iteration, streamed and flushed as it is recorded;
 - ``eval.csv``: one row per evaluation;
+- ``diagnostics/<name>.csv``: one row per measurement of each diagnostic the recipe lists;
 - ``plots/``: PNG figures drawn from the CSV files.
 
 A run directory is created with an exclusive ``mkdir`` and files with mode ``x``: nothing is ever
@@ -131,6 +132,7 @@ class RunDirectory:
         self.metrics = CsvLog(path / "metrics.csv")
         self.evals = CsvLog(path / "eval.csv")
         self.plots = path / "plots"
+        self.diagnostics: dict[str, CsvLog] = {}
         self._info: dict[str, Any] = {}
 
     @classmethod
@@ -159,6 +161,15 @@ class RunDirectory:
         self._info.update(fields)
         atomic_write_text(self.path / "run.json", json.dumps(self._info, indent=2, default=str) + "\n")
 
+    def diagnostic_log(self, name: str) -> CsvLog:
+        """The CSV of diagnostic ``name``: ``diagnostics/<name>.csv``, created on first write."""
+        if name not in self.diagnostics:
+            (self.path / "diagnostics").mkdir(exist_ok=True)
+            self.diagnostics[name] = CsvLog(self.path / "diagnostics" / f"{name}.csv")
+        return self.diagnostics[name]
+
     def close(self) -> None:
         self.metrics.close()
         self.evals.close()
+        for log in self.diagnostics.values():
+            log.close()

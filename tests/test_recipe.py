@@ -181,7 +181,8 @@ def test_overridden_value_of_the_wrong_type_names_the_file_and_key() -> None:
 def test_resolved_recipe_contains_every_option_of_every_plugin(model: str, data: dict, objective: dict) -> None:
     recipe = resolve({"model": {"name": model}, "data": data}, source="r.yaml", default_name="fallback")
     out = recipe.as_dict()
-    assert list(out) == ["name", "description", "plugins", *PLUGIN_SECTIONS, "training", "output"]
+    assert list(out) == ["name", "description", "plugins", *PLUGIN_SECTIONS, "training", "output", "diagnostics"]
+    assert out["diagnostics"] == []
     assert out["name"] == "fallback" and out["description"] == "" and out["plugins"] == []
     for section, kind in PLUGIN_SECTIONS.items():
         cls = REGISTRIES[kind].get(out[section]["name"])

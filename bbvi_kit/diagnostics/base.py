@@ -1,0 +1,100 @@
+"""Diagnostic plugins: measurements taken along the training trajectory, outside the step.
+
+A recipe switches them on in its ``diagnostics:`` list, each with its own frequency::
+
+    diagnostics:
+      - {name: heldout_iwae, num_samples: 1000}      # every: null -> at each evaluation
+      - {name: full_gradient, every: 200}
+
+At iteration n (after the optimizer step of n) the engine calls ``measure(context)`` of every
+diagnostic that is due, inside a forked random stream seeded from the run's seed, n and the
+diagnostic's name, so a diagnostic never shifts the training trajectory; gradients it leaves
+behind are cleared. Each diagnostic's rows go to ``diagnostics/<name>.csv`` in the run directory
+(columns ``step``, ``epoch``, the values it returns, ``time``). A diagnostic costs nothing
+unless it is listed; each documents its cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+from pydantic import Field
+from torch.utils.data import Dataset
+
+from bbvi_kit.data.base import as_args, batch_loader
+from bbvi_kit.plugin import Configurable, PluginOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bbvi_kit.engine import Trainer
+
+
+class DiagnosticOptions(PluginOptions):
+    """Options every diagnostic has."""
+
+    every: int | None = Field(
+        None, ge=1, description="run every this many iterations (and at the end); null: at each evaluation"
+    )
+
+
+@dataclass
+class DiagnosticContext:
+    """What a diagnostic may look at: the trainer (its model, guide, objective, estimator, loss,
+    parameter groups, device, options), the data, and where training is."""
+
+    trainer: "Trainer"
+    train: Dataset
+    test: Dataset | None
+    step: int
+    epoch: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.trainer.device
+
+    def batches(self, dataset: Dataset, batch_size: int, *, shuffle: bool = False,
+                generator: torch.Generator | None = None) -> Iterator[tuple]:
+        """Mini-batches of ``dataset`` as model arguments on the training device."""
+        for batch in batch_loader(dataset, batch_size, shuffle=shuffle, generator=generator):
+            yield tuple(a.to(self.device) if isinstance(a, torch.Tensor) else a for a in as_args(batch))
+
+
+class Diagnostic(Configurable):
+    """A measurement of the training state; subclass, give ``Options`` (a subclass of
+    :class:`DiagnosticOptions`) and register with ``@register_diagnostic("name")``.
+
+    ``measure`` returns ``{column: value}``; columns are fixed for a diagnostic (the first row
+    sets them). It may run forward and backward passes; it must not step the optimizer.
+    """
+
+    Options = DiagnosticOptions
+
+    def measure(self, context: DiagnosticContext) -> dict[str, float]:
+        raise NotImplementedError
+
+    def due(self, step: int, *, evaluating: bool, last: bool) -> bool:
+        """Whether to measure after iteration ``step``: every ``every`` iterations and at the last
+        one, or (``every: null``) whenever the test set is evaluated."""
+        every = self.options.every
+        if every is None:
+            return evaluating
+        return step % every == 0 or last
+
+
+def run_diagnostic(diagnostic: Diagnostic, context: DiagnosticContext, seed: int) -> dict[str, Any]:
+    """``diagnostic.measure(context)`` in a forked random stream seeded with ``seed``, with every
+    gradient it leaves cleared, in the modules' training mode restored afterwards."""
+    trainer = context.trainer
+    devices = [trainer.device.index or 0] if trainer.device.type == "cuda" else []
+    modes = [m.training for m in trainer.modules]
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            values = diagnostic.measure(context)
+    finally:
+        for p in trainer.parameters:
+            p.grad = None
+        for m, mode in zip(trainer.modules, modes):
+            m.train(mode)
+    return {k: v if isinstance(v, int) and not isinstance(v, bool) else float(v) for k, v in values.items()}
