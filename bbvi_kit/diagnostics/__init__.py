@@ -1,15 +1,26 @@
 """Convergence diagnostics: the per-step gradient norms the engine records, and the diagnostic
 plugins a recipe switches on (see :mod:`bbvi_kit.diagnostics.base`)."""
 
-from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, DiagnosticOptions, run_diagnostic
+from bbvi_kit.diagnostics.base import (
+    Diagnostic,
+    DiagnosticContext,
+    DiagnosticOptions,
+    preserved_training_state,
+    run_diagnostic,
+)
+from bbvi_kit.diagnostics.full_gradient import FullGradient
 from bbvi_kit.diagnostics.gradients import squared_grad_norm, squared_grad_norms
 from bbvi_kit.diagnostics.heldout import HeldOutIWAE
+from bbvi_kit.diagnostics.smoothness import Smoothness
 
 __all__ = [
     "Diagnostic",
     "DiagnosticContext",
     "DiagnosticOptions",
+    "FullGradient",
     "HeldOutIWAE",
+    "Smoothness",
+    "preserved_training_state",
     "run_diagnostic",
     "squared_grad_norm",
     "squared_grad_norms",

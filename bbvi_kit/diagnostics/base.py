@@ -16,6 +16,8 @@ unless it is listed; each documents its cost.
 
 from __future__ import annotations
 
+import copy
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -82,14 +84,38 @@ class Diagnostic(Configurable):
         return step % every == 0 or last
 
 
+@contextmanager
+def preserved_training_state(trainer: "Trainer") -> Iterator[dict]:
+    """Run forward/backward passes of the training objective without changing the run.
+
+    Saves the estimator's state (e.g. the score-function ``running_mean`` baseline, which every
+    call of ``trainer.loss`` would otherwise advance) and the modules' buffers (batch-norm
+    running statistics, updated by every forward pass in train mode), and restores both on exit.
+    Yields the saved estimator state, which :func:`batch_gradient` reloads before each pass so
+    that every pass inside a diagnostic uses the training run's current baseline, not one moved
+    by the diagnostic's own earlier passes (that would correlate the passes).
+    """
+    estimator = trainer.loss.estimator
+    state = copy.deepcopy(estimator.state_dict())
+    buffers = [(b, b.detach().clone()) for m in trainer.modules for b in m.buffers()]
+    try:
+        yield state
+    finally:
+        estimator.load_state_dict(copy.deepcopy(state))
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+
+
 def run_diagnostic(diagnostic: Diagnostic, context: DiagnosticContext, seed: int) -> dict[str, Any]:
-    """``diagnostic.measure(context)`` in a forked random stream seeded with ``seed``, with every
-    gradient it leaves cleared, in the modules' training mode restored afterwards."""
+    """``diagnostic.measure(context)`` in a forked random stream seeded with ``seed``; afterwards
+    every gradient it left is cleared, and the modules' training mode and buffers and the
+    estimator's state (running baselines) are as before (:func:`preserved_training_state`)."""
     trainer = context.trainer
     devices = [trainer.device.index or 0] if trainer.device.type == "cuda" else []
     modes = [m.training for m in trainer.modules]
     try:
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), preserved_training_state(trainer):
             torch.manual_seed(seed)
             values = diagnostic.measure(context)
     finally:
