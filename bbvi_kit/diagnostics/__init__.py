@@ -8,6 +8,8 @@ from bbvi_kit.diagnostics.base import (
     preserved_training_state,
     run_diagnostic,
 )
+from bbvi_kit.diagnostics import rates
+from bbvi_kit.diagnostics.collapse import PosteriorCollapse, PosteriorCollapseWarning
 from bbvi_kit.diagnostics.full_gradient import FullGradient
 from bbvi_kit.diagnostics.gradients import squared_grad_norm, squared_grad_norms
 from bbvi_kit.diagnostics.heldout import HeldOutIWAE
@@ -19,8 +21,11 @@ __all__ = [
     "DiagnosticOptions",
     "FullGradient",
     "HeldOutIWAE",
+    "PosteriorCollapse",
+    "PosteriorCollapseWarning",
     "Smoothness",
     "preserved_training_state",
+    "rates",
     "run_diagnostic",
     "squared_grad_norm",
     "squared_grad_norms",
