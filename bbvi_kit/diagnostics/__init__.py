@@ -13,6 +13,7 @@ from bbvi_kit.diagnostics.collapse import PosteriorCollapse, PosteriorCollapseWa
 from bbvi_kit.diagnostics.full_gradient import FullGradient
 from bbvi_kit.diagnostics.gradients import squared_grad_norm, squared_grad_norms
 from bbvi_kit.diagnostics.heldout import HeldOutIWAE
+from bbvi_kit.diagnostics.noise import GradientNoise, GradientSNR
 from bbvi_kit.diagnostics.smoothness import Smoothness
 
 __all__ = [
@@ -20,9 +21,11 @@ __all__ = [
     "DiagnosticContext",
     "DiagnosticOptions",
     "FullGradient",
+    "GradientNoise",
     "HeldOutIWAE",
     "PosteriorCollapse",
     "PosteriorCollapseWarning",
+    "GradientSNR",
     "Smoothness",
     "preserved_training_state",
     "rates",
