@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +26,12 @@ _state = {"debug": False}  # set anew by every main() call
 
 def _warn(message: str) -> None:
     click.echo(f"warning: {_one_line(message, 500)}", err=True)
+
+
+def _show_warning(message: Warning | str, category: type, filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """Python warnings (e.g. a posterior-collapse warning) as one line each, without source lines."""
+    _warn(str(message))
 
 
 def _one_line(text: str, limit: int = 1000) -> str:
@@ -164,11 +171,31 @@ def plot(dirs: Sequence[Path], out: Path | None) -> None:
         click.echo(str(path))
 
 
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False),
+              help="The HTML file to write (default: DIR/report.html).")
+def report(directory: Path, out: Path | None) -> None:
+    """Write a self-contained HTML report of a run or sweep directory (read from its files only).
+
+    The page holds a summary table (for a sweep: mean ± sd over seeds per point), the recipe,
+    every figure and every diagnostic's figure embedded as PNG, and plain-language findings
+    (rate of the gradient norm, failed runs, posterior collapse, SNR against K, ...). It has no
+    external resource and reads offline. Prints the path written.
+    """
+    from bbvi_kit.report import write_report
+
+    click.echo(str(write_report(directory, out, warn=_warn)))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: runs the CLI and turns errors into one line and an exit code."""
     _state["debug"] = os.environ.get("BBVI_KIT_DEBUG", "") not in ("", "0")
     try:
-        code = cli.main(args=list(argv) if argv is not None else None, prog_name="bbvi-kit", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            code = cli.main(args=list(argv) if argv is not None else None, prog_name="bbvi-kit",
+                            standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(130)

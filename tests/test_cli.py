@@ -91,7 +91,7 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     commands = result.stdout.split("Commands:", 1)[1]
     listed = {line.split()[0] for line in commands.splitlines() if line.strip()}
-    assert {"run", "validate", "plugins", "plot"} <= listed
+    assert {"run", "validate", "plugins", "plot", "report"} <= listed
     assert "--debug" in result.stdout
 
 

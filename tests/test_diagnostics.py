@@ -242,3 +242,24 @@ def test_a_recipe_run_writes_the_heldout_diagnostic(tmp_path: Path, cli_run) -> 
         assert float(row["test_neg_iwae_se"]) > 0 and row["num_examples"] == "50"
     assert issubclass(diagnostic_registry.get("heldout_iwae"), Diagnostic)
     assert issubclass(HeldOutIWAE.Options, DiagnosticOptions)
+
+
+def test_snr_at_several_k_uses_the_same_parameters_and_batch() -> None:
+    from bbvi_kit import IWAE
+    from bbvi_kit.diagnostics import GradientSNR
+
+    trainer, train, test = tiny_vae_trainer()
+    trainer.loss.objective = trainer.objective = IWAE(num_particles=2)
+    trainer.fit(train, test)  # parameters and groups of a trained model
+    objective = trainer.loss.objective
+    snr = GradientSNR(num_draws=8, num_particles=[2, 16])
+    torch.manual_seed(3)
+    values = snr.measure(context(trainer, train, test))
+    assert trainer.loss.objective is objective  # put back
+    # the repetition at the run's own K starts from the same random state: the same numbers
+    for key in ("snr_phi", "snr_theta", "snr_norm_phi", "snr_norm_theta"):
+        assert values[f"{key}_K2"] == values[key]
+        assert math.isfinite(values[f"{key}_K16"]) and values[f"{key}_K16"] != values[key]
+    assert values["num_particles"] == 2
+    with pytest.raises(Exception, match="num_particles"):
+        GradientSNR(num_particles=[])

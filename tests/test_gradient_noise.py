@@ -380,7 +380,7 @@ def test_recipes_take_both_diagnostics_with_their_options(tmp_path) -> None:  # 
         {"name": "gradient_noise", "every": 100, "num_batches": 4, "samples_per_batch": 4, "batch_size": None,
          "replacement": True},
         {"name": "snr", "every": None, "num_draws": 32, "batch_size": None, "resample_batch": True,
-         "replacement": True},
+         "replacement": True, "num_particles": None},
     ]
     path.write_text("model: {name: gaussian_vae}\ndiagnostics: [{name: gradient_noise, samples_per_batch: 1}]\n")
     with pytest.raises(InputError, match=r"diagnostics.0.samples_per_batch"):

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
-PAPER = [r for r in RECIPES if r.stem != "quickstart"]
+NOT_PAPER = {"quickstart", "iwae_snr_k_sweep"}  # the embedded-data recipes
+PAPER = [r for r in RECIPES if r.stem not in NOT_PAPER]
 
 # The paper's settings (Surendran et al., AISTATS 2025) that every experiment recipe keeps.
 PAPER_TRAINING = {"batch_size": 256, "epochs": 100, "seeds": [0, 1, 2, 3, 4]}
@@ -190,3 +191,18 @@ def test_an_unreadable_image_in_a_worker_is_a_one_line_error(data_root: Path, tm
     with open(next((tmp_path / "sweep").rglob("summary.csv")), newline="") as fh:
         (row,) = list(csv.DictReader(fh))
     assert row["status"] == "failed" and row["error"].startswith(expected)
+
+
+def test_snr_recipe_measures_snr_at_every_k(tmp_path: Path, cli_run: Callable) -> None:
+    recipe = REPO / "recipes" / "iwae_snr_k_sweep.yaml"
+    code, out, err = cli_run(["run", recipe, "training.seeds=[0]", "training.iterations=4", "training.progress=false",
+                              "training.device=cpu", "sweep.objective.num_particles=[1, 4]",
+                              "diagnostics=[{name: snr, every: 2, num_draws: 4, num_particles: [1, 16]}]",
+                              "--out", tmp_path])
+    assert code == 0, err
+    sweep_dir = Path(out.split("sweep directory: ")[1].strip())
+    for run in ("p00-K=1-seed0", "p01-K=4-seed0"):
+        with open(sweep_dir / run / "diagnostics" / "snr.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert [r["step"] for r in rows] == ["2", "4"]
+        assert {"snr_phi_K1", "snr_theta_K16", "snr_norm_phi_K16"} <= set(rows[0])

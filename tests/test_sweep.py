@@ -18,6 +18,7 @@ from bbvi_kit.errors import InputError
 from bbvi_kit.recipe import load_recipe
 from bbvi_kit.runner import run_plan
 from bbvi_kit.sweep import load_plan, point_label
+from flaky_plugin import FLAKY_PLUGIN
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -152,30 +153,6 @@ def test_an_oversized_grid_is_refused() -> None:
 
 
 # -- running ------------------------------------------------------------------------------------
-FLAKY_PLUGIN = """\
-from pydantic import Field
-from bbvi_kit import register_model
-from bbvi_kit_plugins.gaussian_vae import GaussianVAE, GaussianVAEOptions
-
-
-class Options(GaussianVAEOptions):
-    fail_at: int = Field(0, description="raise inside the model at this call (0: never)")
-
-
-@register_model("{name}")
-class FlakyVAE(GaussianVAE):
-    Options = Options
-
-    def __init__(self, data, **options):
-        super().__init__(data, **options)
-        self.calls = 0
-
-    def model(self, x):
-        self.calls += 1
-        if self.options.fail_at and self.calls >= self.options.fail_at:
-            raise RuntimeError("injected failure")
-        return super().model(x)
-"""
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ the parameter vector whatever the number of draws.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Mapping, Sequence
 
 import torch
 from pydantic import Field
@@ -256,10 +256,14 @@ class GradientSNR(Diagnostic):
     estimator of that batch's gradient. ``resample_batch: true`` draws a fresh batch for each,
     giving the SNR of the training step's stochastic gradient (mini-batch noise included).
     ``replacement`` says how a batch's examples are drawn (see ``gradient_noise``). Columns
-    ``batch_size`` (B) and ``num_particles`` (K) say what was measured.
+    ``batch_size`` (B) and ``num_particles`` (K) say what was measured. With ``num_particles:
+    [k1, k2, ...]`` the same measurement is repeated at each K on the same parameters and the
+    same mini-batch (the objective's K swapped for the measurement only), giving
+    ``snr_<group>_K<k>`` and ``snr_norm_<group>_K<k>``: the SNR against K at one point of the
+    trajectory, free of the differences between runs trained with different K.
 
     Cost: M forward and backward passes of one mini-batch of B examples with K particles (default
-    16), and about three float64 copies of the parameter vector. Modules stay in their mode;
+    16), M more at each extra K, and about three float64 copies of the parameter vector. Modules stay in their mode;
     buffers and the estimator's state are restored, as for ``gradient_noise``.
     """
 
@@ -275,8 +279,29 @@ class GradientSNR(Diagnostic):
         replacement: bool = Field(
             True, description="draw a batch's examples with replacement; false: B distinct examples"
         )
+        num_particles: list[Annotated[int, Field(ge=1, le=100_000)]] | None = Field(
+            None, min_length=1, max_length=32,
+            description="also measure at these K, on the same parameters and batch (columns *_K<k>)",
+        )
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
+        start = torch.get_rng_state()  # the batch indices come from the CPU stream
+        out = self._measure(context)
+        trainer = context.trainer
+        objective = trainer.loss.objective
+        for k in self.options.num_particles or []:
+            # The same parameters and the same mini-batch at another K: SNR against K without the
+            # confounding of runs trained with different K.
+            torch.set_rng_state(start)
+            trainer.loss.objective = type(objective)(**{**objective.options.model_dump(), "num_particles": k})
+            try:
+                at_k = self._measure(context)
+            finally:
+                trainer.loss.objective = objective
+            out.update({f"{key}_K{k}": value for key, value in at_k.items() if key.startswith("snr")})
+        return out
+
+    def _measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options
         trainer = context.trainer
         batch_size = _batch_size(context, o.batch_size)
