@@ -503,6 +503,13 @@ FAMILY_MIN = 3
 """Columns ``prefix_0``, ``prefix_1``, ... (at least this many) share one panel."""
 
 _FAMILY = re.compile(r"(.+)_(\d+)")
+# the same value measured at several K (snr with num_particles: [...]): X_K1, X_K4, ...
+_K_FAMILY = re.compile(r"(.+)_K(\d+)")
+
+
+def _family_index(column: str) -> int:
+    """The number ending a family column: j of ``prefix_<j>``, k of ``X_K<k>``."""
+    return int(re.sub(r"^.*\D", "", column))
 
 
 def plan_panels(tables: Sequence[Table]) -> tuple[list[Panel], dict[str, float]]:
@@ -512,7 +519,9 @@ def plan_panels(tables: Sequence[Table]) -> tuple[list[Panel], dict[str, float]]
     ``X`` gets a panel, in file order, unless it has no finite value or holds one value in every
     row of every table (at least two rows in all): then it is a constant, named in the caption.
     Numbered columns ``prefix_0, prefix_1, ...`` (at least :data:`FAMILY_MIN`, e.g. the per-unit
-    ``au_z_<j>`` of posterior_collapse) share one panel, ``prefix_<j>``. A panel is logarithmic
+    ``au_z_<j>`` of posterior_collapse) share one panel, ``prefix_<j>``; so do the columns
+    ``X_K<k>`` of one value measured at several K (at least two; ``snr`` with ``num_particles``),
+    as ``X_K<k>``. A panel is logarithmic
     when all its finite values are positive and max / min > 10.
     """
     columns: list[str] = []
@@ -529,11 +538,12 @@ def plan_panels(tables: Sequence[Table]) -> tuple[list[Panel], dict[str, float]]
 
     families: dict[str, list[str]] = {}
     for c in columns:
-        match = _FAMILY.fullmatch(c)
+        match = _K_FAMILY.fullmatch(c) or _FAMILY.fullmatch(c)
         if match and c not in _BOOKKEEPING:
-            families.setdefault(match.group(1), []).append(c)
-    families = {p: sorted(m, key=lambda c: int(c.rsplit("_", 1)[1])) for p, m in families.items()
-                if len(m) >= FAMILY_MIN}
+            prefix = f"{match.group(1)}_K" if match.re is _K_FAMILY else match.group(1)
+            families.setdefault(prefix, []).append(c)
+    families = {p: sorted(m, key=_family_index) for p, m in families.items()
+                if len(m) >= (2 if p.endswith("_K") and _K_FAMILY.fullmatch(m[0]) else FAMILY_MIN)}
     in_family = {c: p for p, m in families.items() for c in m}
 
     panels: list[Panel] = []
@@ -548,7 +558,8 @@ def plan_panels(tables: Sequence[Table]) -> tuple[list[Panel], dict[str, float]]
                 done.add(prefix)
                 values = values_of(families[prefix])
                 if len(values):
-                    panels.append(Panel(f"{prefix}_<j>", None, log_scale(values), families[prefix]))
+                    name = f"{prefix}<k>" if _K_FAMILY.fullmatch(families[prefix][0]) else f"{prefix}_<j>"
+                    panels.append(Panel(name, None, log_scale(values), families[prefix]))
             continue
         values = values_of([c])
         if not len(values):
@@ -632,7 +643,10 @@ def diagnostic_figure(
                 ax.fill_between(x, lo, hi, color=colour, alpha=0.22, lw=0)
         if panel.log:
             ax.set_yscale("log")
-        if panel.members:
+        if panel.members and panel.column.endswith("<k>"):
+            ks = ", ".join(str(_family_index(m)) for m in panel.members)
+            title = f"{panel.column}  (k = {ks}, dark to light)" if not legend else f"{panel.column}  (k = {ks})"
+        elif panel.members:
             title = f"{panel.column}  ({len(panel.members)} columns, j = 0…{len(panel.members) - 1})"
         else:
             title = panel.column + (f"  (± {SE_BAND:g} × {panel.se})" if panel.se else "")

@@ -320,6 +320,20 @@ def test_every_diagnostic_column_gets_a_panel() -> None:
     assert len(plan_panels([wide])[0]) == MAX_PANELS + 3 and len(drawn) == MAX_PANELS
 
 
+def test_a_value_measured_at_several_k_shares_one_panel() -> None:
+    """snr with num_particles: [1, 4, 16, 64] writes snr_phi_K1 ... snr_phi_K64: one panel each."""
+    steps = np.arange(10, 60, 10, dtype=float)
+    table = Table({"step": steps, "snr_phi": steps / 10,
+                   **{f"snr_phi_K{k}": steps / k for k in (16, 1, 4)},
+                   **{f"snr_theta_K{k}": steps * k for k in (1, 4)}, "lone_K3": steps})
+    panels, _ = plan_panels([table])
+    assert [(p.column, p.members) for p in panels] == [
+        ("snr_phi", []), ("snr_phi_K<k>", ["snr_phi_K1", "snr_phi_K4", "snr_phi_K16"]),
+        ("snr_theta_K<k>", ["snr_theta_K1", "snr_theta_K4"]), ("lone_K3", [])]
+    png, drawn, _ = diagnostic_figure("snr", [("a run", "tab:blue", [table])])
+    assert png is not None and drawn == panels
+
+
 @pytest.mark.parametrize(("curve", "verdict", "level"), [
     (lambda n: 3 * np.log(n) / np.sqrt(n), "consistent with the theory", "good"),
     (lambda n: 50 / n, "faster than the theory", "info"),
