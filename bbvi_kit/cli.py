@@ -18,6 +18,7 @@ from typing import Sequence
 import click
 
 import bbvi_kit
+from bbvi_kit.diagnostics import PosteriorCollapseWarning
 from bbvi_kit.errors import BBVIError
 from bbvi_kit.registry import REGISTRIES
 
@@ -194,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
+            # every occurrence: the same collapse warning in the next run of a sweep is news too
+            warnings.simplefilter("always", PosteriorCollapseWarning)
             code = cli.main(args=list(argv) if argv is not None else None, prog_name="bbvi-kit",
                             standalone_mode=False)
     except click.exceptions.Abort:

@@ -317,8 +317,10 @@ RULES = [
     "Sweep comparisons: mean ± sd over the seeds with a finite value (sd with ddof 1); two points "
     "are said to differ beyond the spread over seeds when their means differ by more than the "
     "larger sd.",
-    "Diagnostics: one sentence on the first value of the diagnostic's main column to the last; a "
-    "value that is not finite is always reported.",
+    "Diagnostics: one sentence on the first value of the diagnostic's main column to the last. An "
+    "infinite value is always reported; a NaN once the column has had a finite value (a first NaN "
+    "can be by design, e.g. smoothness has no previous point at its first measurement); a column "
+    "with no finite value at all is reported as undefined or broken.",
 ]
 
 
@@ -695,6 +697,7 @@ def _nonfinite_findings(table: Table, what: str, label: str, topic: str, strict:
     """
     steps = table.column("step")
     bad_columns: list[str] = []
+    never: list[str] = []  # a diagnostic's columns without any finite value
     first_step = math.inf
     for column, values in table.columns.items():
         if column in _BOOKKEEPING:
@@ -705,15 +708,22 @@ def _nonfinite_findings(table: Table, what: str, label: str, topic: str, strict:
             bad = ~np.isfinite(values)
         elif len(finite):
             bad = bad | (np.isnan(values) & (np.arange(len(values)) > finite[0]))
+        elif len(values):
+            never.append(column)
         if bad.any():
             bad_columns.append(column)
             first_step = min(first_step, float(steps[np.flatnonzero(bad)[0]]))
+    found: list[Finding] = []
+    if never:
+        listed = ", ".join(never[:5]) + (f" and {len(never) - 5} more" if len(never) > 5 else "")
+        found.append(Finding(f"{label}: {what} has no finite value in column{'s' if len(never) > 1 else ''} "
+                             f"{listed}: undefined for this model, or broken from the start.", "warning", topic))
     if not bad_columns:
-        return []
+        return found
     names = ", ".join(bad_columns[:5]) + (f" and {len(bad_columns) - 5} more" if len(bad_columns) > 5 else "")
     plural = "s" if len(bad_columns) > 1 else ""
-    return [Finding(f"{label}: {what} has values that are not finite (NaN or infinite) in column{plural} {names}, "
-                    f"first at step {_num(first_step)}.", "problem", topic)]
+    return found + [Finding(f"{label}: {what} has values that are not finite (NaN or infinite) in column{plural} "
+                            f"{names}, first at step {_num(first_step)}.", "problem", topic)]
 
 
 def _test_findings(evals: Table, label: str) -> list[Finding]:
@@ -797,7 +807,8 @@ def _diagnostic_findings(run: _Run, name: str, table: Table, label: str) -> list
     who = f"{label}: " if label else ""
     found: list[Finding] = []
     if not len(table):
-        return [Finding(f"{who}diagnostics/{name}.csv has no rows yet.", "info", topic)]
+        return [Finding(f"{who}diagnostics/{name}.csv has no rows yet, or could not be read (see the notes).",
+                        "info", topic)]
     found += _nonfinite_findings(table, f"diagnostic {name}", label or "this run", topic, strict=False)
     headline = _headline(name, table)
     trend = _trend(table, headline) if headline else None

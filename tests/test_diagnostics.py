@@ -263,3 +263,15 @@ def test_snr_at_several_k_uses_the_same_parameters_and_batch() -> None:
     assert values["num_particles"] == 2
     with pytest.raises(Exception, match="num_particles"):
         GradientSNR(num_particles=[])
+
+
+def test_the_cli_prints_every_collapse_warning_on_one_line(tmp_path: Path, cli_run) -> None:  # noqa: ANN001
+    code, out, err = cli_run(["run", REPO / "recipes" / "quickstart.yaml", "training.iterations=6",
+                              "training.progress=false", "model.hidden=[8]",
+                              "diagnostics=[{name: posterior_collapse, every: 2, threshold: 1.0e9}]",  # no unit active
+                              "--out", tmp_path])
+    assert code == 0, err
+    warnings_printed = [line for line in err.splitlines() if line.startswith("warning: posterior collapse: ")]
+    assert len(warnings_printed) == 3  # steps 2, 4, 6: repeated messages are not swallowed
+    assert all("latent units active" in line for line in warnings_printed)
+    assert "collapse.py" not in err  # no file:line or source echo

@@ -536,3 +536,17 @@ def test_the_reports_show_their_figures_in_a_real_browser(run_page: Page, sweep_
                     assert shot.size[0] == 1300 and shot.size[1] > 2000
         finally:
             browser.close()
+
+
+def test_a_diagnostic_column_that_is_never_finite_is_reported() -> None:
+    from bbvi_kit.report import _nonfinite_findings
+
+    steps = np.array([1.0, 2.0, 3.0])
+    first_nan = Table({"step": steps, "lipschitz": np.array([np.nan, 1.0, 2.0])})  # by design
+    assert _nonfinite_findings(first_nan, "diagnostic smoothness", "run a", "t", strict=False) == []
+    broken = Table({"step": steps, "test_neg_iwae": np.full(3, np.nan), "ok": steps})
+    (finding,) = _nonfinite_findings(broken, "diagnostic heldout_iwae", "run a", "t", strict=False)
+    assert "no finite value in column test_neg_iwae" in finding.text and finding.level == "warning"
+    later = Table({"step": steps, "x": np.array([1.0, np.nan, np.inf])})
+    (finding,) = _nonfinite_findings(later, "diagnostic d", "run a", "t", strict=False)
+    assert finding.level == "problem" and "first at step 2" in finding.text
