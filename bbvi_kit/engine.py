@@ -256,10 +256,7 @@ class Trainer:
         except BBVIError:
             raise
         except Exception as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise TrainingError(
-                f"step {self.step} (epoch {epoch}): model or guide failed: {type(exc).__name__}: {first_line}"
-            ) from exc
+            raise _failed_at(self.step, epoch, "model or guide", exc) from exc
 
     def fit(
         self,
@@ -339,10 +336,7 @@ class Trainer:
                 except BBVIError:
                     raise
                 except Exception as exc:
-                    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    raise TrainingError(
-                        f"step {self.step} (epoch {epoch}): diagnostic {name} failed: {type(exc).__name__}: {first_line}"
-                    ) from exc
+                    raise _failed_at(self.step, epoch, f"diagnostic {name}", exc) from exc
                 row = {"step": self.step, "epoch": epoch, **values, "time": time.perf_counter() - start}
                 history.diagnostics.setdefault(name, []).append(row)
                 if run is not None:
@@ -405,6 +399,13 @@ class Trainer:
         finally:
             bar.close()
         return history
+
+
+def _failed_at(step: int, epoch: int, what: str, exc: Exception) -> TrainingError:
+    """A one-line error naming the step and what failed; only the first line of the original
+    message is kept (torch and Pyro append tensor dumps and trace shapes)."""
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return TrainingError(f"step {step} (epoch {epoch}): {what} failed: {type(exc).__name__}: {first_line}")
 
 
 def count_parameters(params: Sequence[torch.Tensor]) -> int:
