@@ -155,7 +155,7 @@ class Warmup(Schedule):
     """
 
     class Options(PluginOptions):
-        warmup_iterations: int = Field(100, ge=1, description="W, updates of linear warm-up")
+        warmup_iterations: int = Field(100, ge=1, le=10**10, description="W, updates of linear warm-up")
         then: Literal["constant", "inv_sqrt_iteration"] = Field("constant", description="what follows the warm-up")
 
     def factor(self, iteration: int, epoch: int) -> float:

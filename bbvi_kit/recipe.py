@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Mapping, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bbvi_kit.engine import TrainingOptions
 from bbvi_kit.errors import InputError
@@ -60,8 +60,40 @@ class PluginSection(BaseModel):
     name: str | None = Field(None, min_length=1)
 
 
+def output_root_problem(root: str) -> str | None:
+    """Why ``root`` could lead a run outside the folder it is started in, or ``None``: an
+    absolute path (POSIX or Windows, drive or UNC), a home folder (``~``), a ``..`` component
+    (with ``/`` or ``\\`` as separator) or a NUL character."""
+    if "\0" in root:
+        return "contains a NUL character"
+    if root.startswith("~"):
+        return "starts with '~' (a home folder)"
+    if PurePosixPath(root).is_absolute() or PureWindowsPath(root).drive or root.startswith(("/", "\\")):
+        return "is an absolute path"
+    if ".." in re.split(r"[/\\]", root):
+        return "goes up a folder with '..'"
+    return None
+
+
 class OutputOptions(PluginOptions):
-    root: str = Field("runs", min_length=1, description="runs are written to ROOT/<name>/<time>-<id>/")
+    """The ``output:`` section. A recipe cannot send its runs outside the folder it is run from:
+    ``root`` is a relative path without ``..``; the CLI's ``--out DIR`` picks any other place."""
+
+    root: str = Field(
+        "runs", min_length=1, max_length=1024,
+        description="runs are written to ROOT/<name>/<time>-<id>/; a relative path below the working folder",
+    )
+
+    @field_validator("root")
+    @classmethod
+    def _stays_inside(cls, root: str) -> str:
+        problem = output_root_problem(root)
+        if problem is not None:
+            raise ValueError(
+                f"{root!r} {problem}; a recipe may only name a folder below the working folder "
+                "(choose any other place with --out DIR)"
+            )
+        return root
 
 
 class RecipeSchema(PluginOptions):
@@ -151,9 +183,55 @@ def _format_validation_error(exc: ValidationError, source: str, prefix: str = ""
 
 
 # -- loading -----------------------------------------------------------------------------------
-class _UniqueKeySafeLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML requires unique keys;
-    the plain loader silently keeps the last value)."""
+# Limits on what a recipe (or an override's value) may hold. A hand-written recipe is a few
+# kilobytes with a handful of levels; these are far above that and far below what would make
+# parsing, validating or printing a recipe hang or exhaust memory.
+MAX_RECIPE_BYTES = 1024 * 1024
+"""Largest recipe file read (1 MiB); a bigger file (or /dev/zero) is refused before parsing."""
+MAX_DEPTH = 64
+"""Deepest nesting of lists and mappings, counted through aliases; PyYAML's composer and the
+validators recurse once per level, so thousands of levels would exhaust Python's stack."""
+MAX_VALUES = 100_000
+"""Most values (scalars, lists, mappings and keys) a recipe may hold once every alias is expanded:
+stops "billion laughs" alias bombs, which are small on disk and astronomically large in memory."""
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no Python objects, no code) that also
+
+    - refuses a key given twice in one mapping (YAML requires unique keys; the plain loader
+      silently keeps the last value);
+    - refuses nesting deeper than :data:`MAX_DEPTH` while composing, before Python's stack runs out;
+    - turns a value a constructor cannot make (an integer of 5000 digits, ``!!timestamp
+      2001-13-45``, bad ``!!binary``) into a YAML error at the value's line.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # Always deep: each value is complete when its constructor returns, so a failure is
+        # caught here with the value's line (the document is checked acyclic and shallow first).
+        try:
+            return super().construct_object(node, deep=True)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception as exc:  # e.g. ValueError, IndexError from PyYAML's own constructors
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value: {_one_line(str(exc))}", node.start_mark
+            ) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -171,32 +249,121 @@ class _UniqueKeySafeLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_node_graph(root: yaml.Node) -> None:
+    """Refuse a composed document whose aliases make it recursive (``a: &a [*a]``), expand it
+    beyond :data:`MAX_VALUES` values or nest it deeper than :data:`MAX_DEPTH` levels.
+
+    Works on PyYAML's node graph, where an alias is the anchored node itself, so nothing is
+    expanded: every node is visited once (iteratively, so no check recurses), and sizes and
+    depths of shared nodes are memoised.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    distinct = 0
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            kids = _children(node)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)  # as the composer counts
+            on_path.discard(key)
+            if depth[key] > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels once aliases are expanded", node.start_mark
+                )
+            if size[key] > MAX_VALUES:
+                what = (f"holds more than {MAX_VALUES} values" if distinct > MAX_VALUES
+                        else f"aliases expand to more than {MAX_VALUES} values")
+                raise yaml.composer.ComposerError(None, None, what, node.start_mark)
+            continue
+        if key in size:
+            continue
+        if key in on_path:  # an alias to a node that is still being composed: a cycle
+            raise yaml.composer.ComposerError(
+                None, None, "an alias refers to itself (through its own anchor); a recipe cannot be recursive",
+                node.start_mark,
+            )
+        on_path.add(key)
+        distinct += 1
+        stack.append((node, True))
+        stack.extend((kid, False) for kid in _children(node))
+
+
+def _describe_yaml_error(exc: BaseException, text: str) -> str:
+    """One line saying where and why YAML text could not be read."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character or "\0")
+        return f"invalid YAML at line {line}: {exc.reason} (character U+{char:04X})"
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"invalid YAML{where}: {_one_line(str(exc.problem or exc.context))}"
+    if isinstance(exc, RecursionError):
+        return "invalid YAML: nested too deeply"
+    return f"invalid YAML: {type(exc).__name__}"
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse one YAML document safely (see :class:`_RecipeLoader`, :func:`_check_node_graph`);
+    raises ``yaml.YAMLError`` (or, as a last resort, ``RecursionError``) on bad input."""
+    loader = _RecipeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_node_graph(node)
+        try:
+            return loader.construct_document(node)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception as exc:  # a constructor's own failure, outside construct_object
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read a value: {_one_line(str(exc))}", node.start_mark
+            ) from None
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     """Read a recipe file with a safe YAML loader; every failure is an :class:`InputError`."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as stream:
+            raw = stream.read(MAX_RECIPE_BYTES + 1)
     except FileNotFoundError:
         raise InputError(f"recipe file not found: {path}") from None
     except IsADirectoryError:
         raise InputError(f"recipe path is a directory, not a file: {path}") from None
     except OSError as exc:
-        raise InputError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot read recipe {_one_line(str(path))}: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL character in the path
+        raise InputError(f"cannot read recipe {str(path)!r}: the path contains a NUL character") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise InputError(f"{path}: the recipe is larger than {MAX_RECIPE_BYTES // 1024} KiB; is it a recipe?")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a UTF-8 text file") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeySafeLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        char = exc.character if isinstance(exc.character, int) else ord(exc.character or "\0")
-        raise InputError(f"{path}: invalid YAML at line {line}: {exc.reason} (character U+{char:04X})") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise InputError(f"{path}: invalid YAML{where}: {exc.problem or exc.context}") from None
+        data = parse_yaml(text)
     except (yaml.YAMLError, RecursionError) as exc:
-        raise InputError(f"{path}: invalid YAML: {type(exc).__name__}") from None
+        raise InputError(f"{path}: {_describe_yaml_error(exc, text)}") from None
     if data is None:
         raise InputError(f"{path}: the recipe is empty")
     if not isinstance(data, dict):
@@ -219,6 +386,11 @@ def set_dotted(data: dict[str, Any], key: str, value: Any, what: str) -> None:
     node[parts[-1]] = value
 
 
+def _override_repr(item: str, limit: int = 80) -> str:
+    """An override quoted for an error message, cut short so the reason after it stays visible."""
+    return repr(item) if len(item) <= limit else repr(item[:limit]) + "..."
+
+
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Set dotted keys to YAML values: ``["optimizer.lr=1e-4", "training.epochs=2"]``.
 
@@ -229,25 +401,27 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         key, sep, text = item.partition("=")
         key = key.strip()
         is_axis = key.startswith("sweep.") and AXIS_KEY.match(key[len("sweep."):]) is not None
+        shown = _override_repr(item)
         if not sep or not (_KEY.match(key) or is_axis):
-            raise InputError(f"override {item!r}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=1e-4")
+            raise InputError(f"override {shown}: expected KEY=VALUE with a dotted key, e.g. optimizer.lr=1e-4")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            raise InputError(f"override {item!r}: the value is not valid YAML") from None
+            value = parse_yaml(text) if text.strip() else None
+        except (yaml.YAMLError, RecursionError) as exc:
+            reason = _describe_yaml_error(exc, text).removeprefix("invalid YAML")
+            raise InputError(f"override {shown}: the value is not valid YAML{reason}") from None
         if key.startswith("sweep."):
             axes = data.get("sweep")
             if axes is None:
                 axes = data["sweep"] = {}
             if not isinstance(axes, dict):
-                raise InputError(f"override {item!r}: sweep is not a section")
+                raise InputError(f"override {shown}: sweep is not a section")
             axis = key[len("sweep."):]
             if value is None:
                 axes.pop(axis, None)
             else:
                 axes[axis] = value
             continue
-        set_dotted(data, key, value, f"override {item!r}")
+        set_dotted(data, key, value, f"override {shown}")
     return data
 
 
@@ -273,10 +447,33 @@ def _resolve_plugin(
     return ResolvedPlugin(name, cls, validated)
 
 
+_NOT_PLUGIN_SUFFIXES = (".yaml", ".yml", ".json", ".csv", ".txt")
+
+
 def load_plugin_sources(specs: Sequence[str], base_dir: Path | None, source: str) -> list[str]:
     """Import the files and modules of a recipe's ``plugins:`` list; returns what a resolved
-    recipe records for each (absolute file path or module name)."""
-    return [load_plugin_source(spec, base_dir, key=f"{source}: plugins.{i}") for i, spec in enumerate(specs)]
+    recipe records for each (absolute file path or module name).
+
+    A recipe or data file (``.yaml``, ``.json`` ...; the recipe itself, say) is refused up front:
+    recipes do not include one another, and importing one would only fail obscurely.
+    """
+    loaded = []
+    for i, spec in enumerate(specs):
+        key = f"{source}: plugins.{i}"
+        if isinstance(spec, str):
+            if "\0" in spec:
+                raise InputError(f"{key}: {_one_line(repr(spec), 100)} contains a NUL character")
+            if spec.strip().lower().endswith(_NOT_PLUGIN_SUFFIXES):
+                raise InputError(
+                    f"{key}: {_one_line(repr(spec), 100)} is not a plugin: list Python files (.py) or modules; "
+                    "a recipe cannot include a recipe"
+                )
+        try:
+            loaded.append(load_plugin_source(spec, base_dir, key=key))
+        except OSError as exc:  # e.g. a file name too long for the file system
+            raise InputError(f"{key}: cannot read plugin file {_one_line(repr(spec), 100)}: "
+                             f"{exc.strerror or exc}") from None
+    return loaded
 
 
 def resolve(data: Mapping[str, Any], source: str = "<recipe>", base_dir: Path | None = None,

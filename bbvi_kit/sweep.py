@@ -52,8 +52,10 @@ class PlannedRun:
 
     @property
     def folder(self) -> str:
-        """Name of the run's directory inside the sweep directory."""
-        slug = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", self.label).strip("_")[:80]
+        """Name of the run's directory inside the sweep directory: one path component whatever
+        the point's values (letters, digits and ``_.=+-`` only, no ``..``), unique by its index."""
+        slug = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", self.label)
+        slug = re.sub(r"\.{2,}", ".", slug).strip("_.")[:80]
         return f"p{self.point_index:02d}-{slug}-seed{self.seed}" if slug else f"seed{self.seed}"
 
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import pyro
 import pyro.distributions as dist
 import torch
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import nn
 
 from bbvi_kit import BBVIModel, DataInfo, PluginOptions, register_model
@@ -23,18 +23,54 @@ from bbvi_kit.nn import (
     mlp,
     soft_clip,
 )
+from bbvi_kit.plugin import NestedOptionsError
+
+
+MAX_WIDTH = 100_000
+"""Widest hidden layer or convolution (units or channels). Far wider than any VAE in the
+literature; a single 100 000 x 100 000 layer is already 40 GB of float32 weights."""
+MAX_LAYERS = 100
+"""Most entries of ``hidden``, ``decoder_hidden`` and ``channels`` (``extra_*_layers`` add at most
+100 more each): deeper than any published VAE, and each layer is a Python module to build."""
+MAX_HIDDEN_WEIGHTS = 10**9
+"""Most weights between hidden layers (encoder and decoder together, 4 GB in float32, about
+16 GB with gradients and Adam's moments): within reach of one large GPU, and refused at
+validation rather than failing, or swapping the machine to a halt, when the model is built."""
+
+
+def _chain_weights(widths: list[int], per_pair: int = 1) -> int:
+    return sum(a * b * per_pair for a, b in zip(widths[:-1], widths[1:]))
+
+
+def hidden_weights(options: "GaussianVAEOptions") -> int:
+    """Weights between consecutive hidden layers (and, for ``conv``, between convolutions: kernel
+    4 x 4, extra ones 3 x 3), encoder and decoder; a lower bound of the model's size."""
+    encoder = deepen(options.hidden, options.extra_fc_layers) if options.hidden else []
+    decoder_widths = options.decoder_hidden if options.decoder_hidden is not None else options.hidden[::-1]
+    decoder = deepen(decoder_widths, options.extra_fc_layers, at_start=True) if decoder_widths else []
+    total = _chain_weights(encoder) + _chain_weights(decoder)
+    if options.network == "conv":
+        last = options.channels[-1]
+        total += 2 * (_chain_weights(options.channels, 16) + options.extra_conv_layers * last * last * 9)
+    return total
 
 
 class GaussianVAEOptions(PluginOptions):
     latent_dim: int = Field(16, ge=1, le=100_000, description="dimension of z")
-    hidden: list[int] = Field([256, 128], description="encoder hidden widths, input side first (conv: after flattening)")
-    decoder_hidden: list[int] | None = Field(None, description="decoder hidden widths; null mirrors `hidden`")
+    hidden: list[int] = Field(
+        [256, 128], max_length=MAX_LAYERS,
+        description="encoder hidden widths, input side first (conv: after flattening)",
+    )
+    decoder_hidden: list[int] | None = Field(
+        None, max_length=MAX_LAYERS, description="decoder hidden widths; null mirrors `hidden`"
+    )
     network: Literal["mlp", "conv"] = Field(
         "mlp", description="mlp: fully connected on the flattened data; conv: the paper's image networks"
     )
     channels: list[int] = Field(
         [64, 128, 256, 512],
         min_length=1,
+        max_length=MAX_LAYERS,
         description="conv: channels of the stride-2 convolutions (kernel 4, padding 1), input side first",
     )
     extra_fc_layers: int = Field(
@@ -55,8 +91,8 @@ class GaussianVAEOptions(PluginOptions):
     @field_validator("hidden", "decoder_hidden", "channels")
     @classmethod
     def _positive_widths(cls, widths: list[int] | None) -> list[int] | None:
-        if widths is not None and any(w < 1 or w > 1_000_000 for w in widths):
-            raise ValueError("layer widths must lie in 1..1000000")
+        if widths is not None and any(w < 1 or w > MAX_WIDTH for w in widths):
+            raise ValueError(f"layer widths must lie in 1..{MAX_WIDTH}")
         return widths
 
     @field_validator("extra_fc_layers")
@@ -74,6 +110,20 @@ class GaussianVAEOptions(PluginOptions):
         return extra
 
     _activation = field_validator("activation")(lambda cls, v: check_activation(v))
+
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> "GaussianVAEOptions":
+        """Refuse networks whose hidden layers alone hold more than :data:`MAX_HIDDEN_WEIGHTS`
+        weights, before anything tries to allocate them (the layers next to the data and the
+        latent space depend on the data and are not counted)."""
+        count = hidden_weights(self)
+        if count > MAX_HIDDEN_WEIGHTS:
+            conv_heavy = self.network == "conv" and _chain_weights(self.channels, 16) > _chain_weights(self.hidden)
+            raise NestedOptionsError([(
+                "channels" if conv_heavy else "hidden",
+                f"the hidden layers would hold {count:.3g} weights, more than the {MAX_HIDDEN_WEIGHTS:.0e} allowed",
+            )])
+        return self
 
 
 @register_model("gaussian_vae")

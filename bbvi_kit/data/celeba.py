@@ -172,9 +172,9 @@ class CelebA(DatasetPlugin):
     """
 
     class Options(ImageDatasetOptions):
-        image_size: int = Field(64, ge=1, description="side S of the square (3, S, S) images")
+        image_size: int = Field(64, ge=1, le=4096, description="side S of the square (3, S, S) images")
         center_crop: int | None = Field(
-            None, ge=1, description="crop the centred square of this side first (e.g. 148); null: no crop"
+            None, ge=1, le=4096, description="crop the centred square of this side first (e.g. 148); null: no crop"
         )
         test_split: Literal["test", "valid"] = Field(
             "test", description="official partition used as the test set: test (2) or valid (1)"

@@ -23,7 +23,7 @@ class Digits(DatasetPlugin):
 
     class Options(PluginOptions):
         test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of examples held out")
-        split_seed: int = Field(0, ge=0, description="seed of the train/test permutation")
+        split_seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the train/test permutation")
         labels: bool = Field(False, description="yield (image, label) instead of (image,)")
 
     def load(self) -> DataSplits:

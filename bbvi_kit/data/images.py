@@ -22,8 +22,8 @@ class ImageDatasetOptions(PluginOptions):
     download: bool = Field(
         False, description="fetch the files with torchvision's downloader when they are missing"
     )
-    max_train: int | None = Field(None, ge=1, description="use only the first N training examples")
-    max_test: int | None = Field(None, ge=1, description="use only the first N test examples")
+    max_train: int | None = Field(None, ge=1, le=10**9, description="use only the first N training examples")
+    max_test: int | None = Field(None, ge=1, le=10**9, description="use only the first N test examples")
 
 
 def one_line(text: object) -> str:

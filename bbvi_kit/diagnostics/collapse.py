@@ -289,8 +289,8 @@ class PosteriorCollapse(Diagnostic):
         warn_below: float = Field(
             0.5, ge=0.0, le=1.0, description="warn when the fraction of active units is below this"
         )
-        max_examples: int | None = Field(None, ge=1, description="use the first N examples of the split only")
-        batch_size: int | None = Field(None, ge=1, description="examples per pass; null: training.eval_batch_size")
+        max_examples: int | None = Field(None, ge=1, le=10**9, description="use the first N examples of the split only")
+        batch_size: int | None = Field(None, ge=1, le=10_000_000, description="examples per pass; null: training.eval_batch_size")
         per_unit: bool = Field(True, description="also record au_<site>_<j> and kl_<site>_<j> for every unit")
         mc_samples: int = Field(
             100, ge=1, le=1_000_000, description="draws for means and KLs that have no closed form"

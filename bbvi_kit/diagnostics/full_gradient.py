@@ -183,9 +183,9 @@ class FullGradient(Diagnostic):
 
     class Options(DiagnosticOptions):
         max_examples: int | None = Field(
-            None, ge=1, description="a fixed random subset of this many training examples (seed 0); null: all"
+            None, ge=1, le=10**9, description="a fixed random subset of this many training examples (seed 0); null: all"
         )
-        batch_size: int | None = Field(None, ge=1, description="examples per pass; null: training.batch_size")
+        batch_size: int | None = Field(None, ge=1, le=10_000_000, description="examples per pass; null: training.batch_size")
         num_estimates: int = Field(
             4, ge=3, le=64, description="M independent full-data gradient estimates (>= 3 for the jackknife)"
         )

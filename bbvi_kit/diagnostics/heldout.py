@@ -39,8 +39,8 @@ class HeldOutIWAE(Diagnostic):
     class Options(DiagnosticOptions):
         num_samples: int = Field(100, ge=1, le=100_000, description="K_eval, importance samples per test example")
         chunk_size: int = Field(100, ge=1, le=100_000, description="samples drawn in one vectorised pass")
-        batch_size: int | None = Field(None, ge=1, description="test examples per pass; null: training.eval_batch_size")
-        max_examples: int | None = Field(None, ge=1, description="evaluate the first N test examples only")
+        batch_size: int | None = Field(None, ge=1, le=10_000_000, description="test examples per pass; null: training.eval_batch_size")
+        max_examples: int | None = Field(None, ge=1, le=10**9, description="evaluate the first N test examples only")
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options

@@ -176,7 +176,7 @@ class GradientNoise(Diagnostic):
             4, ge=2, le=1_000_000, description="S, gradients with fresh latent noise per mini-batch (inner samples)"
         )
         batch_size: int | None = Field(
-            None, ge=1, description="B, examples per mini-batch; null: training.batch_size (at most the training set)"
+            None, ge=1, le=10_000_000, description="B, examples per mini-batch; null: training.batch_size (at most the training set)"
         )
         replacement: bool = Field(
             True, description="draw each batch's examples with replacement; false: B distinct examples"
@@ -270,7 +270,7 @@ class GradientSNR(Diagnostic):
     class Options(DiagnosticOptions):
         num_draws: int = Field(16, ge=2, le=1_000_000, description="M, gradients drawn")
         batch_size: int | None = Field(
-            None, ge=1, description="B, examples per mini-batch; null: training.batch_size (at most the training set)"
+            None, ge=1, le=10_000_000, description="B, examples per mini-batch; null: training.batch_size (at most the training set)"
         )
         resample_batch: bool = Field(
             False,
