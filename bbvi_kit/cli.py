@@ -44,13 +44,20 @@ def _one_line(text: str, limit: int = 1000) -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(bbvi_kit.__version__, prog_name="bbvi-kit")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
-def cli(debug: bool) -> None:
+@click.option("--no-entry-points", is_flag=True,
+              help="Ignore plugins that installed packages offer through entry points (only bbvi-kit's own and "
+                   "those a recipe's plugins: names load); also BBVI_KIT_DISABLE_ENTRY_POINTS=1.")
+def cli(debug: bool, no_entry_points: bool) -> None:
     """Black-box variational inference and VAEs on Pyro, with convergence diagnostics.
 
     Run `bbvi-kit run recipes/quickstart.yaml` to train a Deep Gaussian VAE on the embedded
     digits data; the run directory it prints holds the metrics, evaluations and plots.
     """
     _state["debug"] = _state["debug"] or debug
+    if no_entry_points:
+        from bbvi_kit.registry import disable_entry_points
+
+        disable_entry_points()
 
 
 class SweepFailed(BBVIError):
@@ -60,40 +67,72 @@ class SweepFailed(BBVIError):
 
 
 @cli.command()
-@click.argument("recipe", type=click.Path(path_type=Path))
+@click.argument("recipe", type=click.Path(path_type=Path), required=False)
 @click.argument("overrides", nargs=-1)
 @click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False),
               help="Root folder of run directories (default: the recipe's output.root, 'runs').")
-def run(recipe: Path, overrides: Sequence[str], out: Path | None) -> None:
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Go on with the interrupted run or sweep in this directory, from its last checkpoints.")
+def run(recipe: Path | None, overrides: Sequence[str], out: Path | None, resume_dir: Path | None) -> None:
     """Train the run(s) RECIPE describes. OVERRIDES are dotted KEY=VALUE pairs with YAML values,
     e.g. `optimizer.lr=1e-4 objective.num_particles=5 sweep.objective.num_particles=[1,5]`.
 
     A recipe with `training.seeds` or a `sweep:` section runs every grid point once per seed into
     one sweep directory, writes summary.csv and draws the figures; a failing run is reported and
     the others go on (exit code 1 if any failed).
+
+    `bbvi-kit run --resume DIR` continues an interrupted run from its last checkpoint, with its
+    own recipe, as if it had never stopped; for a sweep directory it keeps the completed runs,
+    resumes the unfinished ones and starts those not begun.
     """
-    from bbvi_kit.runner import run_plan
+    from bbvi_kit.runner import resume, run_plan
     from bbvi_kit.sweep import load_plan
 
+    if resume_dir is not None:
+        if recipe is not None or overrides or out is not None:
+            raise click.UsageError("--resume DIR takes no RECIPE, overrides or --out: a run resumes as it was")
+        if (resume_dir / "sweep.json").is_file():
+            result = resume(resume_dir, on_start=lambda path: None, on_run_done=_sweep_progress(None), warn=_warn)
+            _sweep_done(result, len(result.rows))
+            return
+        result = resume(resume_dir, warn=_warn)
+        start = f"step {result.resumed_from}" if result.resumed_from is not None else "the beginning (no checkpoint)"
+        click.echo(f"resumed from {start}", err=True)
+        assert result.history is not None
+        _run_done(result.history)
+        return
+    if recipe is None:
+        raise click.UsageError("Missing argument 'RECIPE' (or --resume DIR).")
     plan = load_plan(recipe, overrides)
     if not plan.is_sweep:
         history = run_plan(plan, out).history
         assert history is not None
-        last = history.metrics[-1] if history.metrics else {}
-        test = history.evals[-1]["test_loss"] if history.evals else float("nan")
-        click.echo(
-            f"done: {int(last.get('step', 0))} iterations, loss {last.get('loss', float('nan')):.4f}, "
-            f"test loss {test:.4f}, mean squared gradient norm {last.get('grad_norm_sq_avg', float('nan')):.4g}"
-        )
-        click.echo(f"run directory: {history.run_dir}")
+        _run_done(history)
         return
 
     total = len(plan.runs)
-    done = {"n": 0}
 
     def start(path: Path) -> None:
         click.echo(f"sweep {plan.name}: {len(plan.points)} points x {len(plan.seeds)} seeds = {total} runs "
                    f"into {path}", err=True)
+
+    result = run_plan(plan, out, on_start=start, on_run_done=_sweep_progress(total), warn=_warn)
+    _sweep_done(result, total)
+
+
+def _run_done(history) -> None:  # type: ignore[no-untyped-def]
+    last = history.metrics[-1] if history.metrics else {}
+    test = history.evals[-1]["test_loss"] if history.evals else float("nan")
+    click.echo(
+        f"done: {int(last.get('step', 0))} iterations, loss {last.get('loss', float('nan')):.4f}, "
+        f"test loss {test:.4f}, mean squared gradient norm {last.get('grad_norm_sq_avg', float('nan')):.4g}"
+    )
+    click.echo(f"run directory: {history.run_dir}")
+
+
+def _sweep_progress(total: int | None):  # type: ignore[no-untyped-def]
+    """``on_run_done`` printing one line per finished run (``total`` None: not known yet)."""
+    done = {"n": 0}
 
     def report(planned, row) -> None:  # type: ignore[no-untyped-def]
         done["n"] += 1
@@ -101,9 +140,15 @@ def run(recipe: Path, overrides: Sequence[str], out: Path | None) -> None:
             what = f"test loss {row.get('final_test_loss', float('nan')):.4f}"
         else:
             what = f"FAILED: {_one_line(row['error'], 300)}"
-        click.echo(f"[{done['n']}/{total}] {planned.label or 'run'} seed {planned.seed}: {what}", err=True)
+        of = f"/{total}" if total is not None else ""
+        click.echo(f"[{done['n']}{of}] {planned.label or 'run'} seed {planned.seed}: {what}", err=True)
 
-    result = run_plan(plan, out, on_start=start, on_run_done=report, warn=_warn)
+    return report
+
+
+def _sweep_done(result, total: int) -> None:  # type: ignore[no-untyped-def]
+    if result.skipped or result.resumed:
+        click.echo(f"kept {result.skipped} completed runs, resumed {result.resumed}", err=True)
     click.echo(f"done: {total - result.failed} of {total} runs completed")
     click.echo(f"sweep directory: {result.path}")
     if result.failed:

@@ -23,7 +23,7 @@ import math
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, Iterable, Mapping, Sequence
+from typing import Annotated, Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import pyro
 import torch
@@ -32,10 +32,11 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from bbvi_kit.data.base import as_args, batch_loader
+from bbvi_kit.checkpoint import Checkpoints
+from bbvi_kit.data.base import as_args, batch_loader, skip_next_epoch
 from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, run_diagnostic
 from bbvi_kit.diagnostics.gradients import squared_grad_norms
-from bbvi_kit.errors import BBVIError, TrainingError
+from bbvi_kit.errors import BBVIError, InputError, OutputError, TrainingError
 from bbvi_kit.estimators.base import Estimator
 from bbvi_kit.estimators.score import ScoreFunction
 from bbvi_kit.loss import BBVILoss
@@ -44,6 +45,7 @@ from bbvi_kit.objectives.elbo import ELBO
 from bbvi_kit.optim import Constant, OptimizerPlugin, Schedule
 from bbvi_kit.plugin import PluginOptions
 from bbvi_kit.runs import RunDirectory
+from bbvi_kit import rng_state
 
 
 class TrainingOptions(PluginOptions):
@@ -60,11 +62,11 @@ class TrainingOptions(PluginOptions):
         description="run once per seed (a sweep of independent runs); null: one run with `seed`",
     )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
-    record_every: int = Field(1, ge=1, description="write a metrics row every this many iterations")
+    record_every: int = Field(1, ge=1, le=10**10, description="write a metrics row every this many iterations")
     eval_every: int | None = Field(
-        None, ge=1, description="evaluate every this many iterations; null: at each epoch's end"
+        None, ge=1, le=10**10, description="evaluate every this many iterations; null: at each epoch's end"
     )
-    eval_batch_size: int = Field(512, ge=1, description="batch size of evaluation passes")
+    eval_batch_size: int = Field(512, ge=1, le=10_000_000, description="batch size of evaluation passes")
     eval_train: bool = Field(
         False, description="also evaluate on the whole training set (train_loss, train_objective_loss)"
     )
@@ -74,8 +76,31 @@ class TrainingOptions(PluginOptions):
     grad_clip: float | None = Field(
         None, gt=0.0, description="clip the global gradient norm to this (after it is recorded)"
     )
-    flush_every: int = Field(50, ge=1, description="move recorded values to disk every this many iterations")
+    flush_every: int = Field(50, ge=1, le=10**10, description="move recorded values to disk every this many iterations")
+    checkpoint_every: int | None = Field(
+        None, ge=1, le=10**10, description="write a checkpoint every this many iterations (and at the end); null: at each epoch's end"
+    )
+    keep_checkpoints: int = Field(
+        2, ge=0, le=1000, description="how many of the newest checkpoints to keep; 0: write none"
+    )
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="a non-finite loss or gradient: stop the run, or skip that step's update"
+    )
+    max_nonfinite_skips: int = Field(
+        100, ge=0, le=10**10, description="with on_nonfinite: skip, stop once more steps than this were skipped"
+    )
     progress: bool = Field(True, description="show a progress bar with the current loss")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if device == "auto":
+            return device
+        try:
+            torch.device(device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"{device!r} is not a device: use 'auto', 'cpu', 'cuda', 'cuda:1', ...") from None
+        return device
 
     @field_validator("seeds")
     @classmethod
@@ -258,13 +283,95 @@ class Trainer:
         except Exception as exc:
             raise _failed_at(self.step, epoch, "model or guide", exc) from exc
 
+    def _setup_parameters(self, result: Any) -> None:
+        """Find the parameter groups from the first step's traces and build the optimizer."""
+        trace = result.particles
+        self.groups = self._discover_groups(trace.model_trace, trace.guide_trace)
+        self.parameters = [p for params in self.groups.values() for p in params]
+        self.optimizer = self.optimizer_plugin.build(self.parameters)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The trainer's own state: parameters (in group order), module buffers, optimizer,
+        estimator and diagnostic state, every RNG state and the step. :meth:`fit` adds the
+        loop's position and running sums when it writes a checkpoint."""
+        assert self.optimizer is not None, "state_dict before the first step"
+        return {
+            "step": self.step,
+            "group_sizes": {name: [list(p.shape) for p in params] for name, params in self.groups.items()},
+            "parameters": [p.detach().cpu().clone() for p in self.parameters],
+            "buffers": [{k: b.detach().cpu().clone() for k, b in m.named_buffers()} for m in self.modules],
+            "optimizer": self.optimizer.state_dict(),
+            "estimator": _to_device_tree(self.loss.estimator.state_dict(), torch.device("cpu")),
+            "diagnostics": {name: _to_device_tree(d.state_dict(), torch.device("cpu"))
+                            for name, d in self.diagnostics.items()},
+            "rng": rng_state.capture(),
+        }
+
+    def restore(self, state: Mapping[str, Any], train_data: Dataset) -> None:
+        """Restore a checkpoint's :meth:`state_dict` before :meth:`fit` resumes from it (``fit``
+        calls this itself when it was not done); its first training batch (in data order)
+        creates the parameters. A state that does not fit this model is an :class:`InputError`."""
+        for m in self.modules:  # the optimizer's state is loaded onto the parameters' device
+            m.to(self.device)
+        first = next(iter(batch_loader(train_data, self.training.batch_size, shuffle=False)))
+        self.load_state_dict(state, as_args(first))
+
+    def load_state_dict(self, state: Mapping[str, Any], example_args: tuple) -> None:
+        """Restore :meth:`state_dict`. The parameters are created first by one pass of the loss
+        on ``example_args`` (Pyro creates ``pyro.param`` sites lazily); that pass's random draws
+        and side effects are then overwritten. A state that does not fit this model is an
+        :class:`InputError`."""
+        try:
+            result = self._step_loss(_to_device(example_args, self.device), 0)
+        except TrainingError as exc:
+            raise InputError(f"cannot rebuild the parameters to resume: {exc}") from None
+        self._setup_parameters(result)
+        assert self.optimizer is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        expected = {name: [list(p.shape) for p in params] for name, params in self.groups.items()}
+        if state.get("group_sizes") != expected:
+            raise InputError("the checkpoint's parameters do not match this model (different groups or shapes)")
+        try:
+            with torch.no_grad():
+                for p, saved in zip(self.parameters, state["parameters"], strict=True):
+                    p.copy_(saved)
+                for m, buffers in zip(self.modules, state["buffers"], strict=True):
+                    own = dict(m.named_buffers())
+                    if set(own) != set(buffers):
+                        raise ValueError("module buffers differ")
+                    for k, b in buffers.items():
+                        own[k].copy_(b)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.loss.estimator.load_state_dict(_to_device_tree(state["estimator"], self.device))
+            saved_diagnostics = state["diagnostics"]
+            if set(saved_diagnostics) != set(self.diagnostics):
+                raise ValueError("the recipe's diagnostics differ from the checkpoint's")
+            for name, diagnostic in self.diagnostics.items():
+                diagnostic.load_state_dict(_to_device_tree(saved_diagnostics[name], self.device), self)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"the checkpoint does not fit this run: {type(exc).__name__}: {exc}") from None
+        self.step = int(state["step"])
+        rng_state.restore(state["rng"])
+
+    # -- the loop ---------------------------------------------------------------------------
     def fit(
         self,
         train_data: Dataset,
         test_data: Dataset | None = None,
         run: RunDirectory | None = None,
+        *,
+        resume: Mapping[str, Any] | None = None,
+        history: History | None = None,
     ) -> History:
-        """Train; returns the recorded :class:`History` (and streams it into ``run`` if given)."""
+        """Train; returns the recorded :class:`History` (and streams it into ``run`` if given).
+
+        With a run directory, checkpoints are written into it (``training.checkpoint_every``,
+        ``keep_checkpoints``; see :mod:`bbvi_kit.checkpoint`). ``resume`` is a checkpoint's
+        state: training goes on from there exactly as the uninterrupted run would have, and
+        ``history`` holds the rows recorded before it (the run's CSV files cut back to the
+        checkpoint, see :meth:`RunDirectory.restore_logs`).
+        """
         opts = self.training
         pyro.set_rng_seed(opts.seed)
         for m in self.modules:
@@ -280,13 +387,30 @@ class Trainer:
         total = per_epoch * opts.epochs
         if opts.iterations is not None:
             total = min(total, opts.iterations)
-        history = History(run_dir=str(run.path) if run else None)
+        history = history if history is not None else History()
+        history.run_dir = str(run.path) if run else None
+        checkpoints = Checkpoints(run.path, opts.keep_checkpoints) if run is not None and opts.keep_checkpoints else None
         pending: list[tuple[dict[str, float], torch.Tensor]] = []
         running_sum = torch.zeros((), device=self.device)
+        good_steps = skipped_steps = 0
         group_names: list[str] = []
-        start = time.perf_counter()
         eval_every = opts.eval_every
         last_eval_step = -1
+        epoch, batch_index, elapsed = 0, 0, 0.0
+        if resume is not None:
+            if self.optimizer is None or self.step != resume["step"]:
+                self.restore(resume, train_data)
+            rng_state.restore(resume["rng"])  # after the modules moved to the device (above)
+            group_names = list(self.groups)
+            loop = resume["loop"]
+            epoch, batch_index, elapsed = int(loop["epoch"]), int(loop["batch_index"]), float(loop["elapsed"])
+            generator.set_state(loop["epoch_generator"])
+            skip_next_epoch(loader, batch_index)
+            running_sum = loop["grad_norm_sq_sum"].to(self.device)
+            good_steps, skipped_steps = int(loop["good_steps"]), int(loop["skipped_steps"])
+            last_eval_step = int(loop["last_eval_step"])
+        start = time.perf_counter() - elapsed
+        columns = ["loss", "grad_norm_sq", "grad_norm_sq_avg"]
 
         def flush() -> None:
             if not pending:
@@ -295,8 +419,10 @@ class Trainer:
             rows = []
             for (head, _), vals in zip(pending, values):
                 row = {"step": head["step"], "epoch": head["epoch"]}
-                row.update(zip(["loss", "grad_norm_sq", "grad_norm_sq_avg"] + [f"grad_norm_sq_{g}" for g in group_names], vals))
+                row.update(zip(columns + [f"grad_norm_sq_{g}" for g in group_names], vals))
                 row["lr"] = head["lr"]
+                if opts.on_nonfinite == "skip":
+                    row["skipped_steps"] = head["skipped_steps"]
                 row["time"] = head["time"]
                 rows.append(row)
             pending.clear()
@@ -342,63 +468,108 @@ class Trainer:
                 if run is not None:
                     run.diagnostic_log(name).write([row])
 
-        bar = tqdm(total=total, disable=not opts.progress, unit="it", dynamic_ncols=True, leave=True)
+        def checkpoint(epoch: int, batch_index: int, epoch_generator: torch.Tensor) -> None:
+            assert checkpoints is not None and run is not None
+            flush()
+            state = self.state_dict()
+            state["loop"] = {
+                "epoch": epoch, "batch_index": batch_index, "epoch_generator": epoch_generator,
+                "grad_norm_sq_sum": running_sum.detach().cpu(), "good_steps": good_steps,
+                "skipped_steps": skipped_steps, "last_eval_step": last_eval_step,
+                "elapsed": time.perf_counter() - start,
+            }
+            state["logs"] = run.log_sizes()
+            checkpoints.save(state, self.step)
+
+        bar = tqdm(total=total, initial=self.step, disable=not opts.progress, unit="it", dynamic_ncols=True,
+                   leave=True)
+        resuming = resume is not None
         try:
-            epoch = 0
             while self.step < total:
+                if resuming:  # the position was restored above, mid-epoch or at its end
+                    resuming = False
+                    epoch_generator = resume["loop"]["epoch_generator"]
+                else:
+                    epoch_generator, batch_index = generator.get_state(), 0
                 for batch in loader:
                     if self.step >= total:
                         break
                     self.step += 1
+                    batch_index += 1
                     args = _to_device(as_args(batch), self.device)
                     result = self._step_loss(args, epoch)
                     if self.optimizer is None:
-                        trace = result.particles
-                        self.groups = self._discover_groups(trace.model_trace, trace.guide_trace)
+                        self._setup_parameters(result)
                         group_names = list(self.groups)
-                        self.parameters = [p for params in self.groups.values() for p in params]
-                        self.optimizer = self.optimizer_plugin.build(self.parameters)
+                    assert self.optimizer is not None
                     self.optimizer.zero_grad(set_to_none=True)
                     result.surrogate.backward()
                     norms = squared_grad_norms(self.groups)
-                    running_sum = running_sum + norms["total"].detach()
-                    if not bool(torch.isfinite(result.loss) & torch.isfinite(norms["total"])):
-                        raise TrainingError(
-                            f"non-finite loss or gradient at step {self.step} (epoch {epoch}): "
-                            f"loss={result.loss.item():.6g}, grad_norm_sq={norms['total'].item():.6g}"
-                        )
-                    if opts.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(self.parameters, opts.grad_clip)
                     lr = self.optimizer_plugin.lr * self.schedule.factor(self.step, epoch)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = lr
-                    self.optimizer.step()
+                    if bool(torch.isfinite(result.loss) & torch.isfinite(norms["total"])):
+                        running_sum = running_sum + norms["total"].detach()
+                        good_steps += 1
+                        if opts.grad_clip is not None:
+                            torch.nn.utils.clip_grad_norm_(self.parameters, opts.grad_clip)
+                        for group in self.optimizer.param_groups:
+                            group["lr"] = lr
+                        self.optimizer.step()
+                    else:
+                        what = (f"non-finite loss or gradient at step {self.step} (epoch {epoch}): "
+                                f"loss={result.loss.item():.6g}, grad_norm_sq={norms['total'].item():.6g}")
+                        if opts.on_nonfinite == "stop":
+                            raise TrainingError(what)
+                        skipped_steps += 1
+                        if skipped_steps > opts.max_nonfinite_skips:
+                            raise TrainingError(f"{what}; {skipped_steps} steps skipped, more than "
+                                                f"training.max_nonfinite_skips={opts.max_nonfinite_skips}")
+                        self.optimizer.zero_grad(set_to_none=True)  # the update is skipped
                     bar.update(1)
                     if self.step % opts.record_every == 0 or self.step == total:
-                        recorded = [result.loss, norms["total"], running_sum / self.step]
+                        average = running_sum / good_steps if good_steps else torch.full_like(running_sum, math.nan)
+                        recorded = [result.loss, norms["total"], average]
                         values = torch.stack([t.detach().float() for t in recorded + [norms[g] for g in group_names]])
-                        head = {"step": self.step, "epoch": epoch, "lr": lr, "time": time.perf_counter() - start}
+                        head = {"step": self.step, "epoch": epoch, "lr": lr, "skipped_steps": skipped_steps,
+                                "time": time.perf_counter() - start}
                         pending.append((head, values))
                     if self.step % opts.flush_every == 0:
                         flush()
-                    if eval_every is not None and self.step % eval_every == 0:
+                    epoch_end = batch_index == per_epoch
+                    if (eval_every is not None and self.step % eval_every == 0) or (
+                            eval_every is None and epoch_end) or self.step == total:
                         do_eval(epoch)
                     diagnose(epoch, evaluating=False)
-                if eval_every is None:
-                    do_eval(epoch)
+                    if checkpoints is not None and (
+                        (opts.checkpoint_every is not None and self.step % opts.checkpoint_every == 0)
+                        or (opts.checkpoint_every is None and epoch_end) or self.step == total
+                    ):
+                        checkpoint(epoch, batch_index, epoch_generator)
                 epoch += 1
             flush()
-            do_eval(max(epoch - 1, 0))
-        except BaseException:
+        except BaseException as exc:
             # Keep every row already computed (Ctrl-C, a failing step); the original error wins.
             try:
                 flush()
             except Exception:  # noqa: BLE001
                 pass
+            if isinstance(exc, TrainingError) and checkpoints is not None:
+                where = f"step {self.step} (epoch {epoch}): " if isinstance(exc, OutputError) else ""
+                raise type(exc)(f"{where}{exc}; {checkpoints.describe_latest()}") from exc
             raise
         finally:
             bar.close()
         return history
+
+
+def _to_device_tree(value: Any, device: torch.device) -> Any:
+    """``value`` with every tensor in its dicts, lists and tuples moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device_tree(v, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device_tree(v, device) for v in value)
+    return value
 
 
 def _failed_at(step: int, epoch: int, what: str, exc: Exception) -> TrainingError:

@@ -24,3 +24,8 @@ class TrainingError(BBVIError):
     """A run that cannot go on, such as a non-finite loss or gradient (exit code 1)."""
 
     exit_code = 1
+
+
+class OutputError(TrainingError):
+    """A run's file could not be written (e.g. a full disk); what was written before stays intact
+    (exit code 1)."""

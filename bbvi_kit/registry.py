@@ -80,6 +80,7 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: Any, source: str | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise InputError(f"a {self.kind} plugin name must be a non-empty string, got {name!r}")
+        check_plugin_name(self.kind, name, source or _source_of(obj))
         self._read_entry_points()
         where = source or _source_of(obj)
         entry = self._entries.get(name)
@@ -148,6 +149,14 @@ class Registry(Generic[T]):
         self._read_entry_points()
         return name in self._entries
 
+    def forget_third_party_entry_points(self) -> None:
+        """Drop third-party entry points not loaded yet (see :func:`disable_entry_points`)."""
+        for name, entry in list(self._entries.items()):
+            ep = entry.entry_point
+            dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
+            if ep is not None and entry.obj is None and _normalized(dist) != _normalized(_OWN_DISTRIBUTION):
+                del self._entries[name]
+
     def _read_entry_points(self) -> None:
         # Marked as read only once every entry point is in: a conflict is raised on every call.
         if self._entry_points_read:
@@ -158,6 +167,7 @@ class Registry(Generic[T]):
             if only_own and _normalized(dist) != _normalized(_OWN_DISTRIBUTION):
                 continue
             source = f"entry point {self.group} ({dist})"
+            check_plugin_name(self.kind, ep.name, f"{source} ({ep.value})")
             existing = self._entries.get(ep.name)
             if existing is not None:
                 if existing.entry_point is not None and existing.entry_point.value == ep.value:
@@ -171,6 +181,22 @@ class Registry(Generic[T]):
                 )
             self._entries[ep.name] = PluginEntry(name=ep.name, source=source, entry_point=ep)
         self._entry_points_read = True
+
+
+# A plugin name is also a file name (a diagnostic's values go to diagnostics/<name>.csv): one
+# path component of letters, digits, '_', '-', '+' and '.', never '..', at most 128 characters.
+_PLUGIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+
+
+def check_plugin_name(kind: str, name: str, source: str) -> None:
+    """Refuse a plugin name that is not a safe file name (it could not reach outside a run
+    directory, but ``diagnostics/../x.csv`` must never be possible)."""
+    if not _PLUGIN_NAME.match(name) or ".." in name:
+        shown = repr(name) if len(name) <= 60 else repr(name[:60]) + "..."
+        raise InputError(
+            f"{kind} plugin name {shown} from {source}: a plugin name must be 1-128 letters, digits, "
+            "'_', '-', '+' or '.', starting with a letter or digit, without '..' (it can name a file)"
+        )
 
 
 def _normalized(distribution: str) -> str:
@@ -213,6 +239,14 @@ diagnostics: Registry[Any] = Registry("diagnostic", ENTRY_POINT_PREFIX + "diagno
 REGISTRIES: dict[str, Registry[Any]] = {
     r.kind: r for r in (models, datasets, objectives, estimators, optimizers, schedules, activations, diagnostics)
 }
+
+
+def disable_entry_points() -> None:
+    """Turn off third-party entry points for the rest of this process (what
+    ``BBVI_KIT_DISABLE_ENTRY_POINTS=1`` does from the start; ``bbvi-kit --no-entry-points``)."""
+    os.environ[DISABLE_ENTRY_POINTS_ENV] = "1"
+    for registry in REGISTRIES.values():
+        registry.forget_third_party_entry_points()
 
 
 def register_model(name: str) -> Callable[[T], T]:

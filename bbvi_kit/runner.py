@@ -30,12 +30,13 @@ import yaml
 
 from bbvi_kit.data.base import DataSplits
 from bbvi_kit.engine import History, Trainer, count_parameters
-from bbvi_kit.errors import BBVIError, InputError
+from bbvi_kit.checkpoint import Checkpoints
+from bbvi_kit.errors import BBVIError, InputError, OutputError
 from bbvi_kit.model import BBVIModel
 from bbvi_kit.plotting import plot_run
-from bbvi_kit.recipe import Recipe
-from bbvi_kit.runs import RunDirectory, atomic_write_text, environment, fresh_directory
-from bbvi_kit.sweep import Plan, PlannedRun
+from bbvi_kit.recipe import Recipe, load_recipe
+from bbvi_kit.runs import DirectoryLock, RunDirectory, atomic_write_text, environment, fresh_directory, read_csv
+from bbvi_kit.sweep import Plan, PlannedRun, load_plan
 
 
 def _now() -> str:
@@ -64,9 +65,74 @@ def _start(run: RunDirectory, recipe: Recipe, info: dict[str, Any]) -> None:
 
 
 def _fail(run: RunDirectory, exc: BaseException, steps: int) -> None:
-    run.close()
+    """Mark the run failed (``interrupted`` for Ctrl-C) and release it. Writing ``run.json`` may
+    itself fail (a full disk): the original error is what the user must see, so that failure is
+    swallowed and ``run.json`` keeps saying ``running``, never ``completed``."""
     status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-    run.update_info(status=status, error=_error_message(exc), steps_done=steps, finished=_now())
+    try:
+        run.close()
+        run.update_info(status=status, error=_error_message(exc), steps_done=steps, finished=_now())
+    except OSError:
+        pass
+    finally:
+        run.release()
+
+
+def _make_trainer(recipe: Recipe, model: BBVIModel, reference: dict[str, float] | None) -> Trainer:
+    return Trainer(
+        model.model,
+        model.guide,
+        objective=recipe.objective.build(),
+        estimator=recipe.estimator.build(),
+        optimizer=recipe.optimizer.build(),
+        schedule=recipe.schedule.build(),
+        training=recipe.training,
+        parameter_groups=model.parameter_groups,
+        modules=[model],
+        reference=reference,
+        diagnostics=recipe.diagnostic_plugins(),
+    )
+
+
+def _fit_into(run: RunDirectory, trainer: Trainer, model: BBVIModel, data: DataSplits, *,
+              reference: dict[str, float] | None, resume: dict[str, Any] | None = None,
+              history: History | None = None, info: dict[str, Any]) -> History:
+    """Train into ``run`` (from ``resume`` if given) and write the final status."""
+    try:
+        run.update_info(
+            device=str(trainer.device),
+            num_parameters=count_parameters(list(model.parameters())),
+            num_train=data.info.num_train,
+            num_test=data.info.num_test,
+            data_files=data.info.files,
+            reference=reference or None,
+            environment=environment(),
+            **info,
+        )
+        history = trainer.fit(data.train, data.test, run=run, resume=resume, history=history)
+    except BaseException as exc:
+        _fail(run, exc, trainer.step)
+        raise
+    try:
+        run.close()
+        plot_run(run.path)
+        final = history.metrics[-1] if history.metrics else {}
+        last_eval = history.evals[-1] if history.evals else {}
+        run.update_info(
+            status="completed",
+            steps_done=trainer.step,
+            finished=_now(),
+            final_loss=final.get("loss"),
+            final_grad_norm_sq_avg=final.get("grad_norm_sq_avg"),
+            final_test_loss=last_eval.get("test_loss"),
+            final_eval={k: v for k, v in last_eval.items() if k not in ("step", "epoch", "time")} or None,
+        )
+    except OSError as exc:
+        error = OutputError(f"{run.path}: cannot finish the run: {exc.strerror or exc}")
+        _fail(run, error, trainer.step)
+        raise error from exc
+    run.release()
+    return history
 
 
 def train_into(recipe: Recipe, run: RunDirectory, data: DataSplits, model: BBVIModel, **info: Any) -> History:
@@ -76,51 +142,79 @@ def train_into(recipe: Recipe, run: RunDirectory, data: DataSplits, model: BBVIM
     ``run.json`` with the final status; an error marks the run ``failed`` (``interrupted`` for
     Ctrl-C), keeps everything written, and is raised again. ``info`` goes into ``run.json``.
     """
-    _start(run, recipe, info)
-    trainer: Trainer | None = None
+    try:
+        _start(run, recipe, info)
+    except BaseException:
+        run.release()
+        raise
     try:
         reference = model.reference_losses(data)
-        trainer = Trainer(
-            model.model,
-            model.guide,
-            objective=recipe.objective.build(),
-            estimator=recipe.estimator.build(),
-            optimizer=recipe.optimizer.build(),
-            schedule=recipe.schedule.build(),
-            training=recipe.training,
-            parameter_groups=model.parameter_groups,
-            modules=[model],
-            reference=reference,
-            diagnostics=recipe.diagnostic_plugins(),
-        )
-        run.update_info(
-            device=str(trainer.device),
-            num_parameters=count_parameters(list(model.parameters())),
-            num_train=data.info.num_train,
-            num_test=data.info.num_test,
-            data_files=data.info.files,
-            reference=reference or None,
-            started=_now(),
-            environment=environment(),
-        )
-        history = trainer.fit(data.train, data.test, run=run)
+        trainer = _make_trainer(recipe, model, reference)
     except BaseException as exc:
-        _fail(run, exc, trainer.step if trainer is not None else 0)
+        _fail(run, exc, 0)
         raise
-    run.close()
-    plot_run(run.path)
-    final = history.metrics[-1] if history.metrics else {}
-    last_eval = history.evals[-1] if history.evals else {}
-    run.update_info(
-        status="completed",
-        steps_done=trainer.step,
-        finished=_now(),
-        final_loss=final.get("loss"),
-        final_grad_norm_sq_avg=final.get("grad_norm_sq_avg"),
-        final_test_loss=last_eval.get("test_loss"),
-        final_eval={k: v for k, v in last_eval.items() if k not in ("step", "epoch", "time")} or None,
-    )
+    return _fit_into(run, trainer, model, data, reference=reference, info={"started": _now()})
+
+
+def _history_from_files(path: Path) -> History:
+    """What a finished run recorded, read back from its CSV files."""
+    history = History(run_dir=str(path))
+    if (path / "metrics.csv").is_file():
+        history.metrics = read_csv(path / "metrics.csv")
+    if (path / "eval.csv").is_file():
+        history.evals = read_csv(path / "eval.csv")
     return history
+
+
+def _read_status(path: Path) -> str | None:
+    try:
+        return json.loads((path / "run.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def resume_run(path: Path, data: DataSplits | None = None) -> tuple[History, int | None]:
+    """Go on with the interrupted run in ``path`` from its last checkpoint, exactly as the
+    uninterrupted run would have gone on; returns its history and the step it resumed from
+    (``None``: no checkpoint had been written, so it started again from the beginning).
+
+    The run's own ``recipe.yaml`` is used. The checkpoint is verified and loaded into the model
+    before anything in ``path`` changes, so a refused checkpoint (an :class:`InputError`) leaves
+    the directory as it was. Then the CSV files are cut back to what the checkpoint recorded (rows
+    written after it are computed again) and files of a killed checkpoint write are removed. A
+    completed run is an :class:`InputError`.
+    """
+    run = RunDirectory.reopen(path)
+    try:
+        if run.info.get("status") == "completed":
+            raise InputError(f"{path}: the run is already completed; nothing to resume")
+        recipe = load_recipe(path / "recipe.yaml")
+        if data is None:
+            data = recipe.data.build().load()
+        model = build_model(recipe, data, where=str(path / "recipe.yaml"))
+        checkpoints = Checkpoints(path, recipe.training.keep_checkpoints)
+        record = checkpoints.latest()
+        state = checkpoints.load(record) if record is not None else None
+        reference = model.reference_losses(data)
+        trainer = _make_trainer(recipe, model, reference)
+        if state is not None:
+            trainer.restore(state, data.train)
+        checkpoints.remove_debris()
+        kept = run.restore_logs(state["logs"] if state is not None else {})
+    except BaseException:
+        run.release()
+        raise
+    history = History(
+        metrics=kept.get("metrics.csv", []),
+        evals=kept.get("eval.csv", []),
+        diagnostics={rel[len("diagnostics/"):-len(".csv")]: rows for rel, rows in kept.items()
+                     if rel.startswith("diagnostics/")},
+    )
+    from_step = record.step if record is not None else None
+    resumed = [*(run.info.get("resumed") or []), {"at": _now(), "from_step": from_step or 0}]
+    info = {"status": "running", "error": None, "resumed": resumed}
+    history = _fit_into(run, trainer, model, data, reference=reference, resume=state, history=history, info=info)
+    return history, from_step
 
 
 def run_recipe(recipe: Recipe, out_root: str | Path | None = None) -> History:
@@ -180,6 +274,9 @@ class PlanResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     failed: int = 0
     history: History | None = None  # the run's history when the plan was a single run
+    resumed: int = 0  # runs resumed from a checkpoint (or restarted without one) by --resume
+    skipped: int = 0  # runs found completed by --resume and kept as they were
+    resumed_from: int | None = None  # a resumed single run: the checkpoint's step
 
 
 def _sweep_info(plan: Plan, status: str, runs: list[dict[str, Any]], **extra: Any) -> str:
@@ -194,6 +291,23 @@ def _sweep_info(plan: Plan, status: str, runs: list[dict[str, Any]], **extra: An
         **extra,
     }
     return json.dumps(info, indent=2, default=str) + "\n"
+
+
+def _load_datasets(plan: Plan) -> Callable[[PlannedRun], DataSplits]:
+    """Load every dataset the plan needs, once per distinct ``data`` section; returns the lookup."""
+    datasets: dict[str, DataSplits] = {}
+
+    def key(planned: PlannedRun) -> str:
+        return yaml.safe_dump(planned.recipe.data.as_dict(), sort_keys=True)
+
+    for planned in plan.runs:
+        if key(planned) not in datasets:
+            datasets[key(planned)] = planned.recipe.data.build().load()
+    return lambda planned: datasets[key(planned)]
+
+
+def _where(plan: Plan, planned: PlannedRun) -> str:
+    return f"{plan.source} [sweep point {planned.label}]" if planned.label else plan.source
 
 
 def run_plan(
@@ -212,23 +326,12 @@ def run_plan(
     report progress; ``warn`` receives the figures' warnings (default: Python warnings).
     """
     root = Path(out_root if out_root is not None else plan.runs[0].recipe.output.root)
-    datasets: dict[str, DataSplits] = {}
-    for planned in plan.runs:
-        key = yaml.safe_dump(planned.recipe.data.as_dict(), sort_keys=True)
-        if key not in datasets:
-            datasets[key] = planned.recipe.data.build().load()
-
-    def data_of(planned: PlannedRun) -> DataSplits:
-        return datasets[yaml.safe_dump(planned.recipe.data.as_dict(), sort_keys=True)]
-
-    def where(planned: PlannedRun) -> str:
-        return f"{plan.source} [sweep point {planned.label}]" if planned.label else plan.source
-
+    data_of = _load_datasets(plan)
     # Every point's model is built once before anything is written: a point that cannot take its
     # data is bad input, not a failed run.
     if plan.is_sweep:
         for planned in plan.points:
-            build_model(planned.recipe, data_of(planned), where(planned))
+            build_model(planned.recipe, data_of(planned), _where(plan, planned))
 
     if not plan.is_sweep:
         (planned,) = plan.runs
@@ -239,37 +342,74 @@ def run_plan(
                           history=history)
 
     parent = fresh_directory(root / plan.name)
-    (parent / "plots").mkdir()
-    sweep_data = dict(plan.data)
-    sweep_data["plugins"] = plan.runs[0].recipe.plugins  # resolved paths: re-runnable from anywhere
-    sweep_data["name"] = plan.name  # not the stem of sweep.yaml
-    atomic_write_text(parent / "sweep.yaml", yaml.safe_dump(sweep_data, sort_keys=False))
+    lock = DirectoryLock(parent).acquire()
+    try:
+        (parent / "plots").mkdir()
+        sweep_data = dict(plan.data)
+        sweep_data["plugins"] = plan.runs[0].recipe.plugins  # resolved paths: re-runnable from anywhere
+        sweep_data["name"] = plan.name  # not the stem of sweep.yaml
+        atomic_write_text(parent / "sweep.yaml", yaml.safe_dump(sweep_data, sort_keys=False))
+        return _run_sweep(plan, parent, data_of, started=_now(), on_start=on_start, on_run_done=on_run_done,
+                          warn=warn)
+    finally:
+        lock.release()
+
+
+def _run_sweep(
+    plan: Plan,
+    parent: Path,
+    data_of: Callable[[PlannedRun], DataSplits],
+    *,
+    started: str,
+    resuming: bool = False,
+    on_start: Callable[[Path], None] | None = None,
+    on_run_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> PlanResult:
+    """Run the sweep's runs into ``parent``. When ``resuming``, a completed run is kept as it
+    is, an unfinished one resumes from its checkpoint, and one not begun yet starts."""
     result = PlanResult(path=parent)
     runs_info = [{"dir": r.folder, "point_index": r.point_index, "seed": r.seed, "status": "pending"}
                  for r in plan.runs]
-    started = _now()
-    atomic_write_text(parent / "sweep.json", _sweep_info(plan, "running", runs_info, started=started))
+
+    def write_status(status: str, **extra: Any) -> None:
+        atomic_write_text(parent / "sweep.json", _sweep_info(plan, status, runs_info, started=started, **extra))
+
+    write_status("running")
     if on_start is not None:
         on_start(parent)
     for i, planned in enumerate(plan.runs):
-        run = RunDirectory.create_named(parent, planned.folder)
+        folder = parent / planned.folder
         history, status, error = None, "completed", ""
+        if resuming and folder.exists() and _read_status(folder) == "completed":
+            runs_info[i]["status"] = "completed"
+            row = _summary_row(planned, planned.folder, "completed", _history_from_files(folder), "")
+            result.rows.append(row)
+            result.skipped += 1
+            if on_run_done is not None:
+                on_run_done(planned, row)
+            continue
         runs_info[i]["status"] = "running"
-        atomic_write_text(parent / "sweep.json", _sweep_info(plan, "running", runs_info, started=started))
+        write_status("running")
         info = {"point": planned.point, "point_label": planned.label, "sweep": str(parent)}
         try:
-            try:
-                model = build_model(planned.recipe, data_of(planned), where(planned))
-            except BaseException as exc:
-                _start(run, planned.recipe, info)
-                _fail(run, exc, 0)
-                raise
-            history = train_into(planned.recipe, run, data_of(planned), model, **info)
+            if resuming and folder.exists():
+                history, _ = resume_run(folder, data_of(planned))
+                result.resumed += 1
+            else:
+                run = RunDirectory.create_named(parent, planned.folder)
+                try:
+                    model = build_model(planned.recipe, data_of(planned), _where(plan, planned))
+                except BaseException as exc:
+                    _start(run, planned.recipe, info)
+                    _fail(run, exc, 0)
+                    raise
+                history = train_into(planned.recipe, run, data_of(planned), model, **info)
         except KeyboardInterrupt:
             runs_info[i]["status"] = "interrupted"
             result.rows.append(_summary_row(planned, planned.folder, "interrupted", None, "interrupted"))
             _write_summary(parent / "summary.csv", result.rows)
-            atomic_write_text(parent / "sweep.json", _sweep_info(plan, "interrupted", runs_info, started=started))
+            write_status("interrupted")
             raise
         except Exception as exc:  # noqa: BLE001 - one failing point must not lose the others
             status, error = "failed", _error_message(exc)
@@ -282,10 +422,50 @@ def run_plan(
             on_run_done(planned, row)
     final_status = ("completed" if result.failed == 0 else
                     "failed" if result.failed == len(plan.runs) else "completed_with_failures")
-    atomic_write_text(parent / "sweep.json",
-                      _sweep_info(plan, final_status, runs_info, started=started, finished=_now()))
+    write_status(final_status, finished=_now())
     if result.failed < len(plan.runs):
         from bbvi_kit.figures import draw_figures
 
         draw_figures([parent], parent / "plots", warn=warn)
     return result
+
+
+def resume(
+    path: Path,
+    *,
+    on_start: Callable[[Path], None] | None = None,
+    on_run_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> PlanResult:
+    """Resume the run or sweep directory ``path`` (``bbvi-kit run --resume DIR``).
+
+    A run directory goes on from its last checkpoint (:func:`resume_run`). A sweep directory
+    re-reads its ``sweep.yaml``, keeps every completed run, resumes every unfinished one and
+    starts those never begun; ``summary.csv``, ``sweep.json`` and the figures are then written
+    as a fresh sweep would write them.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"--resume {path}: no such directory")
+    if (path / "sweep.json").is_file():
+        lock = DirectoryLock(path).acquire()
+        try:
+            plan = load_plan(path / "sweep.yaml")
+            try:
+                recorded = json.loads((path / "sweep.json").read_text(encoding="utf-8"))
+                folders = [r["dir"] for r in recorded["runs"]]
+                started = recorded.get("started") or _now()
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise InputError(f"{path / 'sweep.json'}: unreadable ({type(exc).__name__}: {exc})") from None
+            if folders != [r.folder for r in plan.runs]:
+                raise InputError(f"{path}: sweep.yaml no longer describes the runs sweep.json lists; "
+                                 "was it edited? Start a new sweep instead")
+            data_of = _load_datasets(plan)
+            return _run_sweep(plan, path, data_of, started=started, resuming=True, on_start=on_start,
+                              on_run_done=on_run_done, warn=warn)
+        finally:
+            lock.release()
+    if not (path / "run.json").is_file():
+        raise InputError(f"--resume {path}: neither a run directory (run.json) nor a sweep directory (sweep.json)")
+    history, from_step = resume_run(path)
+    return PlanResult(path=path, history=history, resumed=1, resumed_from=from_step)

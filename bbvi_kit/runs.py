@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import json
 import os
 import platform
+import re
 import secrets
 import subprocess
 import sys
@@ -30,50 +32,134 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from bbvi_kit.errors import InputError
+from bbvi_kit.errors import InputError, OutputError
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
+    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written. On
+    failure (e.g. a full disk) the temporary file is removed and ``path`` is as it was."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 class CsvLog:
-    """An append-only CSV file with a fixed header, created exclusively, flushed on every write."""
+    """An append-only CSV file with a fixed header, flushed on every write.
+
+    A new log creates its file exclusively on the first write. Each write appends whole rows in
+    one ``write`` call; if it fails (e.g. a full disk), the file is cut back to the rows before
+    it, so a file never ends in a partial row written by this process, and the error is raised
+    as a :class:`~bbvi_kit.errors.OutputError` naming the file.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fh: Any = None
-        self._writer: Any = None
         self.columns: list[str] | None = None
+
+    @classmethod
+    def reopen(cls, path: Path, size: int) -> tuple["CsvLog", list[dict[str, float]]]:
+        """Cut ``path`` back to its first ``size`` bytes (what a checkpoint recorded) and open it
+        for appending; ``size`` 0 removes it. Returns the log and the rows it keeps."""
+        log = cls(path)
+        if size == 0:
+            path.unlink(missing_ok=True)
+            return log, []
+        actual = path.stat().st_size if path.exists() else -1
+        if actual < size:
+            raise InputError(
+                f"{path}: has {max(actual, 0)} bytes but the checkpoint recorded {size}: "
+                "it was changed or cut after the checkpoint was taken"
+            )
+        os.truncate(path, size)
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = fh.readline()
+        log.columns = next(csv.reader([header]))
+        log._fh = open(path, "a", newline="", encoding="utf-8")
+        return log, read_csv(path)
 
     def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        if self._fh is None:
-            self.columns = list(rows[0].keys())
-            self._fh = open(self.path, "x", newline="", encoding="utf-8")
-            self._writer = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="raise")
-            self._writer.writeheader()
-        self._writer.writerows(rows)
-        self._fh.flush()
+        buffer = io.StringIO()
+        new = self._fh is None
+        columns = self.columns if self.columns is not None else list(rows[0].keys())
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="raise")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+        try:
+            if new:
+                self._fh = open(self.path, "x", newline="", encoding="utf-8")
+                self.columns = columns
+            start = self._fh.tell()
+            try:
+                self._fh.write(buffer.getvalue())
+                self._fh.flush()
+            except OSError:
+                self._cut_back(start)
+                raise
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+
+    def _cut_back(self, size: int) -> None:
+        """After a failed write: drop what the buffer still holds and truncate to ``size``."""
+        fh, self._fh = self._fh, None
+        fd = os.dup(fh.fileno())
+        try:
+            try:
+                fh.close()  # may try to flush the failed bytes again; they are cut below
+            except OSError:
+                pass
+            os.ftruncate(fd, size)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        if size == 0:
+            self.path.unlink(missing_ok=True)
+            self.columns = None
+        else:
+            self._fh = open(self.path, "a", newline="", encoding="utf-8")
+
+    def size(self) -> int:
+        """Bytes on disk (every written row is flushed)."""
+        if self._fh is not None:
+            return self._fh.tell()
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def sync(self) -> None:
+        """Flush the rows written so far to the disk itself (before a checkpoint names them)."""
+        if self._fh is not None:
+            os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         if self._fh is not None:
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            self._fh = None
+            try:
+                os.fsync(self._fh.fileno())
+            finally:
+                self._fh.close()
+                self._fh = None
 
 
 def read_csv(path: Path) -> list[dict[str, float]]:
-    """Rows of a metrics or eval CSV with every value as float (empty cells as NaN)."""
+    """Rows of a metrics or eval CSV with every value as float (empty cells as NaN).
+
+    A last line without its newline is a row cut short by a killed process: it is left out.
+    """
     with open(path, newline="", encoding="utf-8") as fh:
-        return [{k: float(v) if v != "" else float("nan") for k, v in row.items()} for row in csv.DictReader(fh)]
+        text = fh.read()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    return [{k: float(v) if v != "" else float("nan") for k, v in row.items()}
+            for row in csv.DictReader(io.StringIO(text))]
 
 
 def _git_commit() -> str | None:
@@ -124,8 +210,43 @@ def fresh_directory(parent: Path) -> Path:
     raise InputError(f"cannot find a fresh directory name under {parent}")
 
 
+class DirectoryLock:
+    """An exclusive advisory lock on a directory, held while a process writes there, so that a
+    run (or sweep) is never written by two processes at once, e.g. resumed while it is still
+    running. It is a ``flock`` on the directory itself (no lock file is left behind), and the
+    operating system releases it when the process ends, however it ends. Where ``fcntl`` does
+    not exist (Windows) the lock is a no-op."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory
+        self._fd: int | None = None
+
+    def acquire(self) -> "DirectoryLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on POSIX
+            return self
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise InputError(f"{self.path} is being written by another bbvi-kit process; wait for it to end") from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+_CSV_NAME = re.compile(r"^(metrics|eval)\.csv$|^diagnostics/[A-Za-z0-9_.-]+\.csv$")
+
+
 class RunDirectory:
-    """A fresh run directory and the files in it; see the module docstring."""
+    """A run directory and the files in it; see the module docstring. The process that creates
+    (or resumes) it holds its :class:`DirectoryLock` until :meth:`release`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -134,6 +255,7 @@ class RunDirectory:
         self.plots = path / "plots"
         self.diagnostics: dict[str, CsvLog] = {}
         self._info: dict[str, Any] = {}
+        self._lock = DirectoryLock(path).acquire()
 
     @classmethod
     def create(cls, root: Path | str, name: str) -> "RunDirectory":
@@ -153,6 +275,68 @@ class RunDirectory:
         (path / "plots").mkdir()
         return cls(path)
 
+    @classmethod
+    def reopen(cls, path: Path) -> "RunDirectory":
+        """An existing run directory, to resume: ``run.json`` (if any; a run trained from Python
+        has none) is read back; the CSV files are left as they are until :meth:`restore_logs`
+        cuts them back to a checkpoint."""
+        if not path.is_dir():
+            raise InputError(f"{path}: no such run directory")
+        info_path = path / "run.json"
+        info: Any = {}
+        if info_path.exists():
+            try:
+                info = json.loads(info_path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise InputError(f"{info_path}: unreadable ({type(exc).__name__}: {exc})") from None
+            if not isinstance(info, dict):
+                raise InputError(f"{info_path}: not a run description")
+        run = cls(path)
+        run._info = info
+        (path / "plots").mkdir(exist_ok=True)
+        return run
+
+    def log_sizes(self) -> dict[str, int]:
+        """The byte size of every CSV file written so far, synced to disk first: what a
+        checkpoint records so that a resumed run can cut each file back to that moment."""
+        logs = {"metrics.csv": self.metrics, "eval.csv": self.evals}
+        logs.update({f"diagnostics/{name}.csv": log for name, log in self.diagnostics.items()})
+        sizes = {}
+        for rel, log in logs.items():
+            log.sync()
+            sizes[rel] = log.size()
+        return sizes
+
+    def restore_logs(self, sizes: Mapping[str, int]) -> dict[str, list[dict[str, float]]]:
+        """Cut every CSV file back to the size a checkpoint recorded (removing files it did not
+        know) and reopen them for appending; returns the rows kept, by relative file name."""
+        for rel, size in sizes.items():
+            if not isinstance(rel, str) or not _CSV_NAME.match(rel) or not isinstance(size, int) or size < 0:
+                raise InputError(f"{self.path}: the checkpoint names an unexpected log {rel!r}")
+        present = [p for p in (self.path / "metrics.csv", self.path / "eval.csv") if p.exists()]
+        if (self.path / "diagnostics").is_dir():
+            present += sorted((self.path / "diagnostics").glob("*.csv"))
+        kept: dict[str, list[dict[str, float]]] = {}
+        for path in present:
+            rel = path.relative_to(self.path).as_posix()
+            if rel not in sizes:
+                path.unlink()  # written after the checkpoint: it will be written again
+        for rel, size in sizes.items():
+            log, rows = CsvLog.reopen(self.path / rel, size)
+            kept[rel] = rows
+            if rel == "metrics.csv":
+                self.metrics = log
+            elif rel == "eval.csv":
+                self.evals = log
+            else:
+                self.diagnostics[rel[len("diagnostics/"):-len(".csv")]] = log
+        return kept
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What ``run.json`` holds."""
+        return dict(self._info)
+
     def write_recipe(self, recipe: Mapping[str, Any]) -> None:
         atomic_write_text(self.path / "recipe.yaml", yaml.safe_dump(dict(recipe), sort_keys=False))
 
@@ -169,7 +353,12 @@ class RunDirectory:
         return self.diagnostics[name]
 
     def close(self) -> None:
+        """Close every log, syncing it to disk."""
         self.metrics.close()
         self.evals.close()
         for log in self.diagnostics.values():
             log.close()
+
+    def release(self) -> None:
+        """Release the directory's lock (after the last write of ``run.json``)."""
+        self._lock.release()

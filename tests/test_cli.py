@@ -98,7 +98,7 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
 def test_run_help_documents_overrides_and_out(cli_run: Callable) -> None:
     code, out, _ = cli_run(["run", "--help"])
     assert code == 0
-    assert "RECIPE [OVERRIDES]..." in out and "--out" in out and "KEY=VALUE" in out
+    assert "[RECIPE] [OVERRIDES]..." in out and "--out" in out and "KEY=VALUE" in out and "--resume" in out
 
 
 def test_version(cli_run: Callable) -> None:

@@ -254,6 +254,21 @@ def test_disable_entry_points_env_hides_third_party_plugins_only(tmp_path: Path,
         assert listed_source(listing.stdout, "model", builtin) == "entry point bbvi_kit.models (bbvi-kit)"
 
 
+def test_no_entry_points_flag_hides_third_party_plugins_and_never_imports_them(
+    tmp_path: Path, installed_plugin: Path
+) -> None:
+    marker = tmp_path / "imports.log"
+    env = {"PYTHONPATH": str(installed_plugin), "MY_BBVI_PLUGIN_MARKER": str(marker)}
+    listing = bbvi_subprocess(["--no-entry-points", "plugins"], cwd=tmp_path, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert listed_source(listing.stdout, "model", "my_ep_vae") is None
+    assert listed_source(listing.stdout, "model", "gaussian_vae") == "entry point bbvi_kit.models (bbvi-kit)"
+    recipe = write_recipe(tmp_path / "ep.yaml", {"name": "my_ep_vae", "hidden": [8], "latent_dim": 2})
+    result = bbvi_subprocess(["--no-entry-points", "validate", recipe], cwd=tmp_path, env=env)
+    assert result.returncode == 2 and "unknown model plugin 'my_ep_vae'" in result.stderr
+    assert not marker.exists(), "a disabled entry point's module must never be imported"
+
+
 def test_entry_points_are_read_from_sys_path_and_can_be_disabled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import (
+    BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, TensorDataset,
+)
 
 from bbvi_kit.errors import BBVIError
 from bbvi_kit.plugin import Configurable
@@ -106,7 +108,7 @@ def batch_loader(
     """
     num_workers = min(num_workers, _available_cpus())
     order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    batches = BatchSampler(order, batch_size=batch_size, drop_last=False)
+    batches = ResumableBatches(BatchSampler(order, batch_size=batch_size, drop_last=False))
     # DataLoader draws a seed for its workers from this generator at every epoch; without it, it
     # would draw from the global RNG, which the model's samples come from.
     worker_seeds = torch.Generator().manual_seed(0)
@@ -115,6 +117,41 @@ def batch_loader(
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
                         persistent_workers=num_workers > 0, generator=worker_seeds)
     return _WorkerErrorsKeptShort(loader) if num_workers > 0 else loader
+
+
+class ResumableBatches(Sampler[list[int]]):
+    """A batch sampler whose next epoch can start after its first ``k`` batches (a resumed run).
+
+    The skipped batches' indices are still drawn, so the random order and the generator's state
+    afterwards are those of a full epoch, but their examples are never loaded or decoded.
+    """
+
+    def __init__(self, batches: BatchSampler) -> None:
+        self.batches = batches
+        self._skip = 0
+
+    def skip_next_epoch(self, count: int) -> None:
+        self._skip = count
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        skip, self._skip = self._skip, 0
+        for i, batch in enumerate(self.batches):
+            if i >= skip:
+                yield batch
+
+
+def skip_next_epoch(loader: Iterable[Any], count: int) -> None:
+    """Make the next epoch of a :func:`batch_loader` loader begin with its batch ``count``
+    (0-based), in the order a full epoch would have: how a run resumes mid-epoch."""
+    inner = loader.loader if isinstance(loader, _WorkerErrorsKeptShort) else loader
+    # batches are the batch_sampler of a per-example loader, the sampler of a tensor loader
+    sampler = getattr(inner, "batch_sampler", None) or getattr(inner, "sampler", None)
+    if not isinstance(sampler, ResumableBatches):
+        raise TypeError("skip_next_epoch needs a loader made by batch_loader")
+    sampler.skip_next_epoch(count)
 
 
 def _original_message(exc: BaseException) -> str:

@@ -36,7 +36,7 @@ class DiagnosticOptions(PluginOptions):
     """Options every diagnostic has."""
 
     every: int | None = Field(
-        None, ge=1, description="run every this many iterations (and at the end); null: at each evaluation"
+        None, ge=1, le=10**10, description="run every this many iterations (and at the end); null: at each evaluation"
     )
 
 
@@ -74,6 +74,14 @@ class Diagnostic(Configurable):
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """What this diagnostic carries from one measurement to the next (tensors, numbers,
+        lists and dicts only), saved in checkpoints; most diagnostics carry nothing."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], trainer: "Trainer") -> None:
+        """Restore :meth:`state_dict` for a resumed run of ``trainer``."""
 
     def due(self, step: int, *, evaluating: bool, last: bool) -> bool:
         """Whether to measure after iteration ``step``: every ``every`` iterations and at the last

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import weakref
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import torch
 from pydantic import Field
@@ -12,6 +12,9 @@ from pydantic import Field
 from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, DiagnosticOptions
 from bbvi_kit.diagnostics.full_gradient import batch_gradient, group_slices, preserved_training_state
 from bbvi_kit.registry import register_diagnostic
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bbvi_kit.engine import Trainer
 
 
 @contextmanager
@@ -93,13 +96,26 @@ class Smoothness(Diagnostic):
 
     class Options(DiagnosticOptions):
         batch_size: int | None = Field(
-            None, ge=1, description="examples in the common mini-batch; null: training.batch_size"
+            None, ge=1, le=10_000_000, description="examples in the common mini-batch; null: training.batch_size"
         )
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         # (the trainer it came from, its step, the parameters then)
         self._previous: tuple[weakref.ref, int, list[torch.Tensor]] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._previous is None:
+            return {}
+        _, step, params = self._previous
+        return {"step": step, "parameters": [p.cpu() for p in params]}
+
+    def load_state_dict(self, state: dict[str, Any], trainer: "Trainer") -> None:
+        if not state:
+            self._previous = None
+            return
+        params = [p.to(trainer.device) for p in state["parameters"]]
+        self._previous = (weakref.ref(trainer), int(state["step"]), params)
 
     def reset(self) -> None:
         """Forget the stored parameters (the next measurement starts afresh)."""

@@ -1,0 +1,105 @@
+"""A plugin file for fault-injection tests: named in a recipe's ``plugins:``, it patches the
+engine in the process that runs the recipe, driven by environment variables, so that a real
+``bbvi-kit run`` subprocess dies exactly where a test wants it to. Without the variables it does
+nothing, so the same recipe resumes (and runs as the reference) untouched.
+
+- ``BBVI_TEST_KILL_AT_STEP=N``: SIGKILL itself at the start of step N's gradient norm.
+- ``BBVI_TEST_KILL_IN_CHECKPOINT=N``: during the N-th checkpoint write, SIGKILL itself after half
+  of the file's bytes are on disk.
+- ``BBVI_TEST_KILL_AFTER_RENAME=N``: SIGKILL itself after the N-th checkpoint file is renamed into
+  place but before ``index.json`` names it.
+- ``BBVI_TEST_STEP_DELAY=seconds``: sleep in every step (so a test can kill it from outside at a
+  random moment).
+- ``BBVI_TEST_METRICS_FULL_AT=bytes``: ``metrics.csv`` behaves as on a disk that is full once the
+  file holds that many bytes: the write that crosses it stores what fits and fails with ENOSPC.
+"""
+
+FAULT_PLUGIN = '''\
+import builtins
+import errno
+import io
+import os
+import signal
+import time
+
+import bbvi_kit.checkpoint as checkpoint
+import bbvi_kit.engine as engine
+import bbvi_kit.runs as runs
+
+
+def _die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+_kill_at = int(os.environ.get("BBVI_TEST_KILL_AT_STEP", "0"))
+_delay = float(os.environ.get("BBVI_TEST_STEP_DELAY", "0"))
+if _kill_at or _delay:
+    _norms = engine.squared_grad_norms
+    _calls = [0]
+
+    def squared_grad_norms(groups):
+        _calls[0] += 1
+        if _calls[0] == _kill_at:
+            _die()
+        if _delay:
+            time.sleep(_delay)
+        return _norms(groups)
+
+    engine.squared_grad_norms = squared_grad_norms
+
+_kill_in_write = int(os.environ.get("BBVI_TEST_KILL_IN_CHECKPOINT", "0"))
+if _kill_in_write:
+    _save = checkpoint.torch.save
+    _saves = [0]
+
+    def save(obj, f, *args, **kwargs):
+        _saves[0] += 1
+        if _saves[0] != _kill_in_write:
+            return _save(obj, f, *args, **kwargs)
+        buffer = io.BytesIO()
+        _save(obj, buffer, *args, **kwargs)
+        data = buffer.getvalue()
+        f.write(data[: len(data) // 2])
+        f.flush()
+        _die()
+
+    checkpoint.torch.save = save
+
+_kill_after_rename = int(os.environ.get("BBVI_TEST_KILL_AFTER_RENAME", "0"))
+if _kill_after_rename:
+    _replace = checkpoint.os.replace
+    _renames = [0]
+
+    def replace(src, dst):
+        _replace(src, dst)
+        if str(dst).endswith(".pt"):
+            _renames[0] += 1
+            if _renames[0] == _kill_after_rename:
+                _die()
+
+    checkpoint.os.replace = replace
+
+_full_at = int(os.environ.get("BBVI_TEST_METRICS_FULL_AT", "0"))
+if _full_at:
+
+    class _FullDisk:
+        def __init__(self, fh):
+            self._fh = fh
+
+        def write(self, text):
+            room = _full_at - self._fh.tell()
+            if len(text) > room:
+                self._fh.write(text[: max(room, 0)])
+                self._fh.flush()
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return self._fh.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self._fh, name)
+
+    def _open(path, mode="r", *args, **kwargs):
+        fh = builtins.open(path, mode, *args, **kwargs)
+        return _FullDisk(fh) if str(path).endswith("metrics.csv") and mode in ("x", "a") else fh
+
+    runs.open = _open
+'''

@@ -1,0 +1,311 @@
+"""Non-finite losses (stop or skip), checkpoints that are tampered with or truncated, and what
+``bbvi-kit run --resume`` refuses; in-process, on a tiny VAE."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bbvi_kit.checkpoint import Checkpoints
+from bbvi_kit.runs import DirectoryLock, read_csv
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# A Gaussian VAE whose log joint is +inf in the model calls listed in `fault_at`: a loss that is
+# not finite, as an overflow would give. Only calls with gradients count (evaluations run without);
+# the first step traces the model twice (once to find its plates), so step n is call n + 1.
+FAULTY_VAE = """\
+import pyro
+import torch
+from pydantic import Field
+from bbvi_kit import register_model
+from bbvi_kit_plugins.gaussian_vae import GaussianVAE, GaussianVAEOptions
+
+
+class Options(GaussianVAEOptions):
+    fault_at: list[int] = Field(default_factory=list, description="model calls with a non-finite log joint")
+
+
+@register_model("faulty_vae")
+class FaultyVAE(GaussianVAE):
+    Options = Options
+
+    def __init__(self, data, **options):
+        super().__init__(data, **options)
+        self.calls = 0
+
+    def model(self, x):
+        out = super().model(x)
+        if torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls in self.options.fault_at:
+                pyro.factor("fault", torch.tensor(float("inf")))
+        return out
+"""
+
+
+@pytest.fixture(scope="module")
+def plugin_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("plugin") / "faulty_vae.py"
+    path.write_text(FAULTY_VAE)
+    return path
+
+
+def write_recipe(tmp_path: Path, plugin_file: Path, fault_steps: list[int] = (), **training: object) -> Path:
+    """A recipe of 12 steps (6 per epoch) whose loss is non-finite at ``fault_steps``."""
+    recipe = {
+        "name": "tiny",
+        "plugins": [str(plugin_file)],
+        "model": {"name": "faulty_vae", "latent_dim": 2, "hidden": [8], "fault_at": [n + 1 for n in fault_steps]},
+        "data": {"name": "digits"},
+        "optimizer": {"name": "adam", "lr": 1e-2},
+        "training": {"batch_size": 256, "epochs": 2, "seed": 0, "device": "cpu", "progress": False,
+                     "checkpoint_every": 3, **training},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def only_run(tmp_path: Path) -> Path:
+    (run,) = (tmp_path / "runs" / "tiny").iterdir()
+    return run
+
+
+# -- non-finite losses ---------------------------------------------------------------------------
+def test_stop_policy_names_the_step_and_the_last_good_checkpoint(tmp_path: Path, plugin_file: Path, cli_run) -> None:  # noqa: ANN001
+    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[8])
+    code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
+    assert code == 1
+    run = only_run(tmp_path)
+    line = err.splitlines()[-1]
+    assert line.startswith("error: non-finite loss or gradient at step 8 (epoch 1): loss=-inf, grad_norm_sq=")
+    assert line.endswith(f"; last good checkpoint: {run}/checkpoints/step-000000006.pt (step 6)")
+    assert [int(r["step"]) for r in read_csv(run / "metrics.csv")] == list(range(1, 8))
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "failed" and "step 8" in info["error"]
+
+
+def test_skip_policy_skips_the_update_and_counts(tmp_path: Path, plugin_file: Path, cli_run) -> None:  # noqa: ANN001
+    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[4, 9], on_nonfinite="skip", max_nonfinite_skips=2)
+    code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
+    assert code == 0, err
+    run = only_run(tmp_path)
+    rows = read_csv(run / "metrics.csv")
+    assert len(rows) == 12
+    assert [r["skipped_steps"] for r in rows] == [0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert [r["step"] for r in rows if not torch.isfinite(torch.tensor(r["loss"]))] == [4, 9]
+    # The running average is over the steps that updated; the skipped ones are left out.
+    finite = []
+    for r in rows:
+        if r["step"] not in (4, 9):
+            finite.append(r["grad_norm_sq"])
+        assert r["grad_norm_sq_avg"] == pytest.approx(sum(finite) / len(finite), rel=1e-5)
+    # Adam took 10 steps, not 12.
+    final = Checkpoints(run).load(Checkpoints(run).latest())
+    assert {float(s["step"]) for s in final["optimizer"]["state"].values()} == {10.0}
+
+
+def test_skip_policy_stops_after_the_limit(tmp_path: Path, plugin_file: Path, cli_run) -> None:  # noqa: ANN001
+    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[2, 3, 5], on_nonfinite="skip", max_nonfinite_skips=2)
+    code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
+    assert code == 1
+    assert "at step 5 (epoch 0)" in err
+    assert "3 steps skipped, more than training.max_nonfinite_skips=2" in err
+    assert "last good checkpoint:" in err and "(step 3)" in err
+
+
+# -- resume refusals -----------------------------------------------------------------------------
+@pytest.fixture
+def stopped_run(tmp_path: Path, plugin_file: Path, cli_run) -> Path:  # noqa: ANN001
+    """A run that stopped after its checkpoint of step 6 (a non-finite loss at step 8)."""
+    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[8])
+    assert cli_run(["run", recipe, "--out", tmp_path / "runs"])[0] == 1
+    return only_run(tmp_path)
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def refuse(cli_run, run: Path, message: str) -> None:  # noqa: ANN001
+    before = snapshot(run)
+    code, _, err = cli_run(["run", "--resume", run])
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert snapshot(run) == before  # nothing was cut back, rewritten or removed
+
+
+def latest_file(run: Path) -> Path:
+    return run / "checkpoints" / Checkpoints(run).latest().file
+
+
+def test_truncated_checkpoint_is_refused(stopped_run: Path, cli_run) -> None:  # noqa: ANN001
+    path = latest_file(stopped_run)
+    path.write_bytes(path.read_bytes()[:1000])
+    refuse(cli_run, stopped_run, "contents do not match index.json")
+
+
+def test_modified_checkpoint_is_refused(stopped_run: Path, cli_run) -> None:  # noqa: ANN001
+    path = latest_file(stopped_run)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    refuse(cli_run, stopped_run, "contents do not match index.json")
+
+
+class _Payload:
+    """An object whose unpickling would run code (what a malicious checkpoint contains)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (os.system, (f"touch {self.marker}",))
+
+
+def reindex(run: Path, data: bytes) -> None:
+    """Replace the newest checkpoint by ``data`` and make index.json agree, as an attacker who can
+    write the run directory would."""
+    import hashlib
+
+    path = latest_file(run)
+    path.write_bytes(data)
+    index = json.loads((run / "checkpoints" / "index.json").read_text())
+    index["checkpoints"][-1].update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (run / "checkpoints" / "index.json").write_text(json.dumps(index))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(stopped_run: Path, cli_run) -> None:  # noqa: ANN001
+    marker = stopped_run.parent / "pwned"
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"format": 1, "step": 6, "parameters": _Payload(marker)}, buffer)
+    reindex(stopped_run, buffer.getvalue())
+    refuse(cli_run, stopped_run, "refused, not a loadable checkpoint (UnpicklingError")
+    assert not marker.exists()
+
+
+def test_a_checkpoint_of_another_model_is_refused(stopped_run: Path, cli_run) -> None:  # noqa: ANN001
+    state = torch.load(latest_file(stopped_run), weights_only=True)
+    state["parameters"][0] = torch.zeros(3, 3)
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    reindex(stopped_run, buffer.getvalue())
+    refuse(cli_run, stopped_run, "the checkpoint does not fit this run")
+
+
+def test_an_unreadable_index_is_refused(stopped_run: Path, cli_run) -> None:  # noqa: ANN001
+    (stopped_run / "checkpoints" / "index.json").write_text("{not json")
+    refuse(cli_run, stopped_run, "unreadable checkpoint index")
+
+
+def test_a_completed_run_is_not_resumed(tmp_path: Path, plugin_file: Path, cli_run) -> None:  # noqa: ANN001
+    recipe = write_recipe(tmp_path, plugin_file)
+    assert cli_run(["run", recipe, "--out", tmp_path / "runs"])[0] == 0
+    refuse(cli_run, only_run(tmp_path), "already completed; nothing to resume")
+
+
+def test_a_run_in_use_by_another_process_is_not_resumed(stopped_run: Path, cli_run) -> None:  # noqa: ANN001
+    lock = DirectoryLock(stopped_run).acquire()
+    try:
+        refuse(cli_run, stopped_run, "is being written by another bbvi-kit process")
+    finally:
+        lock.release()
+
+
+@pytest.mark.parametrize("args", [["recipes/quickstart.yaml", "--resume", "DIR"], ["--resume", "DIR", "x=1"]])
+def test_resume_takes_no_recipe_or_overrides(stopped_run: Path, cli_run, args: list[str]) -> None:  # noqa: ANN001
+    code, _, err = cli_run(["run", *[str(stopped_run) if a == "DIR" else a for a in args]])
+    assert code == 2 and "--resume DIR takes no RECIPE" in err
+
+
+def test_resume_of_something_else_is_refused(tmp_path: Path, cli_run) -> None:  # noqa: ANN001
+    code, _, err = cli_run(["run", "--resume", tmp_path])
+    assert code == 2 and "neither a run directory" in err
+    code, _, err = cli_run(["run", "--resume", tmp_path / "missing"])
+    assert code == 2 and "no such directory" in err
+
+
+def test_resume_after_a_stop_goes_on_from_the_checkpoint(stopped_run: Path, cli_run) -> None:  # noqa: ANN001
+    """The run stopped at step 8 resumes from its checkpoint of step 6: the rows written after the
+    checkpoint are cut back and written again, never twice. (The fault plugin counts its calls
+    afresh in the new process, so the fault no longer falls on step 8.)"""
+    code, _, err = cli_run(["run", "--resume", stopped_run])
+    info = json.loads((stopped_run / "run.json").read_text())
+    assert info["resumed"][0]["from_step"] == 6
+    steps = [int(r["step"]) for r in read_csv(stopped_run / "metrics.csv")]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) > 7
+    assert (code, info["status"]) in ((0, "completed"), (1, "failed")), err
+
+
+# -- resuming from Python ------------------------------------------------------------------------
+def _python_run(path: Path, fail_at_call: int | None = None):  # noqa: ANN202
+    """A Pyro model and guide with `pyro.param` sites (no nn.Module), trained by `Trainer`
+    into ``path``; optionally raising inside the model at one call (a crash)."""
+    import pyro
+    import pyro.distributions as dist
+    from torch.utils.data import TensorDataset
+
+    from bbvi_kit import ELBO, Adam, ScoreFunction, Trainer, TrainingOptions
+
+    calls = [0]
+
+    def model(x: torch.Tensor) -> None:
+        calls[0] += 1
+        if calls[0] == fail_at_call:
+            raise RuntimeError("the machine went away")
+        mu = pyro.param("mu", torch.zeros(2))
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(mu, 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 0.5).to_event(1), obs=x)
+
+    def guide(x: torch.Tensor) -> None:
+        w = pyro.param("w", torch.full((2,), 0.1))
+        scale = pyro.param("scale", torch.ones(2), constraint=dist.constraints.positive)
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(w * x, scale).to_event(1))
+
+    data = torch.randn(200, 2, generator=torch.Generator().manual_seed(0)) + 1.0
+    train, test = TensorDataset(data[:160]), TensorDataset(data[160:])
+    pyro.clear_param_store()
+    trainer = Trainer(model, guide, objective=ELBO(num_particles=2), estimator=ScoreFunction(baseline="running_mean"),
+                      optimizer=Adam(lr=0.05),
+                      training=TrainingOptions(batch_size=32, epochs=4, progress=False, device="cpu",
+                                               checkpoint_every=7))
+    return trainer, train, test
+
+
+def test_resume_from_python_with_param_store_parameters(tmp_path: Path) -> None:
+    from bbvi_kit.errors import TrainingError
+    from bbvi_kit.runs import RunDirectory
+
+    trainer, train, test = _python_run(tmp_path)
+    reference = trainer.fit(train, test, run=RunDirectory.create(tmp_path / "a", "py"))
+
+    trainer, train, test = _python_run(tmp_path, fail_at_call=25)  # model calls, evaluations included
+    run = RunDirectory.create(tmp_path / "b", "py")
+    with pytest.raises(TrainingError, match=r"the machine went away; last good checkpoint: .*step-000000014.pt \(step 14\)"):
+        trainer.fit(train, test, run=run)
+    run.close()
+    run.release()
+
+    run = RunDirectory.reopen(run.path)
+    checkpoints = Checkpoints(run.path)
+    state = checkpoints.load(checkpoints.latest())
+    kept = run.restore_logs(state["logs"])
+    trainer, train, test = _python_run(tmp_path)  # a new process would build everything again
+    history = trainer.fit(train, test, run=run, resume=state)
+    run.close()
+    assert len(kept["metrics.csv"]) == 14
+    assert [r["loss"] for r in kept["metrics.csv"] + history.metrics] == [r["loss"] for r in reference.metrics]
+    assert [r["test_loss"] for r in kept["eval.csv"] + history.evals] == [r["test_loss"] for r in reference.evals]
+    assert read_csv(run.path / "metrics.csv")[-1]["grad_norm_sq_avg"] == reference.metrics[-1]["grad_norm_sq_avg"]

@@ -1,0 +1,287 @@
+"""Fault injection: a real ``bbvi-kit run`` subprocess is killed with SIGKILL (at a random moment,
+at a chosen step, half-way through a checkpoint write, between a checkpoint's rename and its
+index) or runs out of file space, then ``bbvi-kit run --resume`` continues it. On CPU the
+resumed run's metrics, evaluations, diagnostics and final parameters are identical to those of
+the run that was never interrupted, and no CSV file ever holds a partial or duplicated row."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bbvi_kit.checkpoint import Checkpoints
+from tests.fault_plugin import FAULT_PLUGIN
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and resource limits")
+
+# A small VAE with state everywhere a resume can lose it: Adam moments, a running-mean score
+# baseline, a stateful diagnostic (smoothness keeps the previous parameters), evaluations at
+# every epoch end and a held-out diagnostic at each of them.
+RECIPE = {
+    "name": "faulty",
+    "plugins": ["fault_plugin.py"],
+    "model": {"name": "gaussian_vae", "latent_dim": 2, "hidden": [16]},
+    "data": {"name": "digits"},
+    "objective": {"name": "elbo", "num_particles": 2},
+    "estimator": {"name": "score", "baseline": "running_mean"},
+    "optimizer": {"name": "adam", "lr": 3e-3},
+    "schedule": {"name": "inv_sqrt_epoch"},
+    "training": {"batch_size": 256, "epochs": 8, "seed": 3, "device": "cpu", "progress": False,
+                 "flush_every": 1, "checkpoint_every": 5, "keep_checkpoints": 2},
+    "diagnostics": [{"name": "smoothness", "every": 4}, {"name": "heldout_iwae", "num_samples": 4}],
+}
+STEPS = 48  # 6 batches per epoch (1438 training digits / 256) x 8 epochs
+
+
+def env(**extra: str) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith("BBVI_TEST_")}
+    # one thread: the same floating-point reduction order in every process
+    out.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0", **extra)
+    return out
+
+
+def start(args: list[str], cwd: Path, preexec=None, **extra: str) -> subprocess.Popen:  # noqa: ANN001
+    return subprocess.Popen([sys.executable, "-m", "bbvi_kit", *args], cwd=cwd, env=env(**extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+
+
+def bbvi(args: list[str], cwd: Path, preexec=None, **extra: str) -> subprocess.CompletedProcess:  # noqa: ANN001
+    proc = start(args, cwd, preexec, **extra)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def workdir(tmp_path: Path, **training: object) -> Path:
+    recipe = json.loads(json.dumps(RECIPE))
+    recipe["training"].update(training)
+    (tmp_path / "fault_plugin.py").write_text(FAULT_PLUGIN)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return tmp_path
+
+
+def only_run_dir(root: Path) -> Path:
+    (run,) = (root / "runs" / "faulty").iterdir()
+    return run
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file, after checking that every line is complete and steps never repeat."""
+    text = path.read_text()
+    assert text.endswith("\n"), f"{path} ends in a partial row"
+    table = list(csv.DictReader(text.splitlines()))
+    header = text.splitlines()[0].split(",")
+    for row in table:
+        assert None not in row and all(v is not None for v in row.values()), f"{path}: short row {row}"
+        assert len(row) == len(header)
+    steps = [int(r["step"]) for r in table]
+    assert steps == sorted(set(steps)), f"{path}: duplicated or unordered steps"
+    return [{k: v for k, v in r.items() if k != "time"} for r in table]  # wall clock differs
+
+
+def outputs(run: Path) -> dict[str, object]:
+    """Everything a run computed, without wall-clock times: every CSV's rows and the final
+    parameters, optimizer state and RNG state of its last checkpoint."""
+    files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*.csv"))
+    checkpoints = Checkpoints(run)
+    final = checkpoints.load(checkpoints.latest())
+    assert final["step"] == STEPS
+    return {
+        "files": files,
+        "rows": {f: rows(run / f) for f in files},
+        "parameters": final["parameters"],
+        "optimizer": final["optimizer"]["state"],
+        "rng": final["rng"]["torch"],
+    }
+
+
+def assert_same(a: dict[str, object], b: dict[str, object]) -> None:
+    assert a["files"] == b["files"]
+    for f in a["files"]:
+        assert a["rows"][f] == b["rows"][f], f"{f} differs"
+    assert all(torch.equal(x, y) for x, y in zip(a["parameters"], b["parameters"], strict=True))
+    for key, state in a["optimizer"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b["optimizer"][key][name]))
+    assert torch.equal(a["rng"], b["rng"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The run that is never interrupted."""
+    root = workdir(tmp_path_factory.mktemp("reference"))
+    done = bbvi(["run", "recipe.yaml"], root)
+    assert done.returncode == 0, done.stderr
+    run = only_run_dir(root)
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    return outputs(run)
+
+
+def resume_and_compare(root: Path, reference: dict[str, object], status: str = "running") -> Path:
+    run = only_run_dir(root)
+    assert json.loads((run / "run.json").read_text())["status"] == status  # a killed run still says running
+    done = bbvi(["run", "--resume", str(run)], root)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert_same(outputs(run), reference)
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no debris
+    return run
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sigkill_at_a_random_moment_then_resume_is_the_uninterrupted_run(
+    tmp_path: Path, reference: dict[str, object], seed: int
+) -> None:
+    root = workdir(tmp_path)
+    target = random.Random(seed).randint(3, STEPS - 5)  # metrics rows seen before the kill
+    proc = start(["run", "recipe.yaml"], root, BBVI_TEST_STEP_DELAY="0.02")
+    deadline = time.monotonic() + 120
+    metrics = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        runs = list((root / "runs" / "faulty").glob("*/metrics.csv")) if (root / "runs").exists() else []
+        if runs:
+            metrics = runs[0]
+            if metrics.read_text().count("\n") - 1 >= target:
+                proc.send_signal(signal.SIGKILL)
+                break
+        time.sleep(0.002)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    resume_and_compare(root, reference)
+
+
+@pytest.mark.parametrize("step", [1, 5, 6, 7, STEPS])
+def test_sigkill_at_a_chosen_step_then_resume(tmp_path: Path, reference: dict[str, object], step: int) -> None:
+    """Before the first checkpoint (restart from scratch), at one (step 5), at an epoch's end
+    (step 6), just after one, and in the last step."""
+    root = workdir(tmp_path)
+    killed = bbvi(["run", "recipe.yaml"], root, BBVI_TEST_KILL_AT_STEP=str(step))
+    assert killed.returncode == -signal.SIGKILL
+    resume_and_compare(root, reference)
+
+
+def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(
+    tmp_path: Path, reference: dict[str, object]
+) -> None:
+    root = workdir(tmp_path)
+    killed = bbvi(["run", "recipe.yaml"], root, BBVI_TEST_KILL_IN_CHECKPOINT="3")
+    assert killed.returncode == -signal.SIGKILL
+    run = only_run_dir(root)
+    partial = [p for p in (run / "checkpoints").iterdir() if ".tmp-" in p.name]
+    assert partial, "the kill should have left a half-written temporary file"
+    assert [r.step for r in Checkpoints(run).records()] == [5, 10]  # the third (step 15) never landed
+    resume_and_compare(root, reference)
+
+
+def test_sigkill_between_rename_and_index_then_resume(tmp_path: Path, reference: dict[str, object]) -> None:
+    root = workdir(tmp_path)
+    killed = bbvi(["run", "recipe.yaml"], root, BBVI_TEST_KILL_AFTER_RENAME="2")
+    assert killed.returncode == -signal.SIGKILL
+    run = only_run_dir(root)
+    assert (run / "checkpoints" / "step-000000010.pt").exists()
+    assert [r.step for r in Checkpoints(run).records()] == [5]  # complete file, but never indexed
+    resume_and_compare(root, reference)
+
+
+def test_killed_twice_resumes_twice(tmp_path: Path, reference: dict[str, object]) -> None:
+    root = workdir(tmp_path)
+    assert bbvi(["run", "recipe.yaml"], root, BBVI_TEST_KILL_AT_STEP="9").returncode == -signal.SIGKILL
+    run = only_run_dir(root)
+    again = bbvi(["run", "--resume", str(run)], root, BBVI_TEST_KILL_AT_STEP="14")  # step 5 + 14
+    assert again.returncode == -signal.SIGKILL
+    resume_and_compare(root, reference)
+    info = json.loads((run / "run.json").read_text())
+    assert [r["from_step"] for r in info["resumed"]] == [5, 15]
+
+
+def _file_size_limit(limit: int):  # noqa: ANN202
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    return apply
+
+
+def test_full_disk_while_writing_metrics_keeps_whole_rows_and_resumes(
+    tmp_path: Path, reference: dict[str, object]
+) -> None:
+    """metrics.csv fills the disk part-way through a row (ENOSPC after a partial write)."""
+    root = workdir(tmp_path)
+    failed = bbvi(["run", "recipe.yaml"], root, BBVI_TEST_METRICS_FULL_AT="3000")
+    assert failed.returncode == 1, failed.stderr
+    err = failed.stderr.strip()
+    assert err.count("\n") == 0 and err.startswith("error: step ")
+    assert "cannot write" in err and "metrics.csv: No space left on device" in err
+    failed_at = int(err.split()[2])  # "error: step N (epoch E): ..."
+    last_good = 5 * ((failed_at - 1) // 5)  # checkpoint_every: 5
+    assert f"last good checkpoint: runs/faulty/" in err and err.endswith(f"step-{last_good:09d}.pt (step {last_good})")
+    run = only_run_dir(root)
+    assert (run / "metrics.csv").stat().st_size <= 3000
+    assert [int(r["step"]) for r in rows(run / "metrics.csv")] == list(range(1, failed_at))  # whole rows only
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+    assert [r.step for r in Checkpoints(run).records()] == [last_good - 5, last_good]
+    resume_and_compare(root, reference, status="failed")
+
+
+def test_out_of_space_for_a_checkpoint_says_so_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    root = workdir(tmp_path)
+    recipe = yaml.safe_load((root / "recipe.yaml").read_text())
+    recipe["model"]["hidden"] = [256]  # a checkpoint of ~400 kB, over the limit; the CSVs stay under it
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    failed = bbvi(["run", "recipe.yaml"], root, preexec=_file_size_limit(100_000))
+    assert failed.returncode == 1
+    err = failed.stderr.strip()
+    assert err.count("\n") == 0
+    assert "cannot write checkpoint" in err and "step-000000005.pt" in err and "no checkpoint written yet" in err
+    run = only_run_dir(root)
+    assert list((run / "checkpoints").iterdir()) == []  # the partial temporary file was removed
+    assert [int(r["step"]) for r in rows(run / "metrics.csv")] == list(range(1, 6))
+
+
+def test_a_killed_sweep_resumes_its_unfinished_runs_and_keeps_the_finished_ones(tmp_path: Path) -> None:
+    """Three points; killed in the second run: the first is kept, the second resumed from its
+    checkpoint, the third started. Every run ends as in a sweep that was never interrupted."""
+    def sweep_root(name: str) -> Path:
+        (tmp_path / name).mkdir()
+        root = workdir(tmp_path / name, epochs=2, checkpoint_every=4)
+        recipe = yaml.safe_load((root / "recipe.yaml").read_text())
+        recipe["diagnostics"] = []
+        recipe["sweep"] = {"objective.num_particles": [2, 3, 4]}
+        (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        return root
+
+    steps = 12  # per run
+    reference_root, killed_root = sweep_root("reference"), sweep_root("killed")
+    assert bbvi(["run", "recipe.yaml"], reference_root).returncode == 0
+    killed = bbvi(["run", "recipe.yaml"], killed_root, BBVI_TEST_KILL_AT_STEP=str(steps + 7))
+    assert killed.returncode == -signal.SIGKILL
+    (sweep,) = (killed_root / "runs" / "faulty").iterdir()
+    status = {r["dir"]: r["status"] for r in json.loads((sweep / "sweep.json").read_text())["runs"]}
+    assert list(status.values()) == ["completed", "running", "pending"]
+    first = sweep / next(iter(status))
+    first_bytes = (first / "metrics.csv").read_bytes()
+
+    done = bbvi(["run", "--resume", str(sweep)], killed_root)
+    assert done.returncode == 0, done.stderr
+    assert "kept 1 completed runs, resumed 1" in done.stderr
+    assert (first / "metrics.csv").read_bytes() == first_bytes  # a finished run is left alone
+    info = json.loads((sweep / "sweep.json").read_text())
+    assert info["status"] == "completed" and {r["status"] for r in info["runs"]} == {"completed"}
+    (reference,) = (reference_root / "runs" / "faulty").iterdir()
+    for folder in status:
+        for name in ("metrics.csv", "eval.csv"):
+            assert rows(sweep / folder / name) == rows(reference / folder / name), f"{folder}/{name}"
+    summary = list(csv.DictReader((sweep / "summary.csv").read_text().splitlines()))
+    assert [r["status"] for r in summary] == ["completed"] * 3
+    assert (sweep / "plots" / "grad_norm_sq.png").is_file()
