@@ -43,6 +43,7 @@ from bbvi_kit.loss import BBVILoss
 from bbvi_kit.objectives.base import Objective
 from bbvi_kit.objectives.elbo import ELBO
 from bbvi_kit.optim import Constant, OptimizerPlugin, Schedule
+from bbvi_kit.pass_state import PassState
 from bbvi_kit.plugin import PluginOptions
 from bbvi_kit.runs import RunDirectory
 from bbvi_kit import rng_state
@@ -84,7 +85,8 @@ class TrainingOptions(PluginOptions):
         2, ge=0, le=1000, description="how many of the newest checkpoints to keep; 0: write none"
     )
     on_nonfinite: Literal["stop", "skip"] = Field(
-        "stop", description="a non-finite loss or gradient: stop the run, or skip that step's update"
+        "stop", description="a non-finite loss or gradient (or a distribution refusing a NaN value): stop "
+        "the run, or skip that step's update",
     )
     max_nonfinite_skips: int = Field(
         100, ge=0, le=10**10, description="with on_nonfinite: skip, stop once more steps than this were skipped"
@@ -273,15 +275,20 @@ class Trainer:
     def _step_loss(self, args: tuple, epoch: int) -> Any:
         """The surrogate loss of one step; a failure inside model or guide names the step.
 
-        Non-finite parameters typically surface here first, as a distribution refusing a NaN
-        argument, before the loss itself can be checked.
+        Non-finite values typically surface here first, as a distribution refusing a NaN
+        argument or observation, before the loss itself can be checked: that failure is a
+        :class:`RefusedValueError`, which ``training.on_nonfinite: skip`` treats as a non-finite
+        step.
         """
         try:
             return self.loss(*args)
         except BBVIError:
             raise
         except Exception as exc:
-            raise _failed_at(self.step, epoch, "model or guide", exc) from exc
+            error = _failed_at(self.step, epoch, "model or guide", exc)
+            if isinstance(exc, ValueError) and _REFUSED_VALUE in str(exc):
+                raise RefusedValueError(str(error)) from exc
+            raise error from exc
 
     def _setup_parameters(self, result: Any) -> None:
         """Find the parameter groups from the first step's traces and build the optimizer."""
@@ -497,16 +504,29 @@ class Trainer:
                     self.step += 1
                     batch_index += 1
                     args = _to_device(as_args(batch), self.device)
-                    result = self._step_loss(args, epoch)
+                    refused: RefusedValueError | None = None
+                    # a skipped step must leave no trace: the baseline and buffers it moved go back
+                    before = PassState(self) if opts.on_nonfinite == "skip" else None
+                    try:
+                        result = self._step_loss(args, epoch)
+                    except RefusedValueError as exc:
+                        if opts.on_nonfinite == "stop" or self.optimizer is None:
+                            raise
+                        result, refused = None, exc
                     if self.optimizer is None:
                         self._setup_parameters(result)
                         group_names = list(self.groups)
                     assert self.optimizer is not None
                     self.optimizer.zero_grad(set_to_none=True)
-                    result.surrogate.backward()
-                    norms = squared_grad_norms(self.groups)
+                    if result is not None:
+                        result.surrogate.backward()
+                        norms = squared_grad_norms(self.groups)
+                        loss = result.loss
+                    else:  # no loss, no gradient: recorded as NaN
+                        loss = torch.full((), math.nan, device=self.device)
+                        norms = {g: loss for g in ("total", *group_names)}
                     lr = self.optimizer_plugin.lr * self.schedule.factor(self.step, epoch)
-                    if bool(torch.isfinite(result.loss) & torch.isfinite(norms["total"])):
+                    if result is not None and bool(torch.isfinite(loss) & torch.isfinite(norms["total"])):
                         running_sum = running_sum + norms["total"].detach()
                         good_steps += 1
                         if opts.grad_clip is not None:
@@ -515,8 +535,9 @@ class Trainer:
                             group["lr"] = lr
                         self.optimizer.step()
                     else:
-                        what = (f"non-finite loss or gradient at step {self.step} (epoch {epoch}): "
-                                f"loss={result.loss.item():.6g}, grad_norm_sq={norms['total'].item():.6g}")
+                        what = str(refused) if refused is not None else (
+                            f"non-finite loss or gradient at step {self.step} (epoch {epoch}): "
+                            f"loss={loss.item():.6g}, grad_norm_sq={norms['total'].item():.6g}")
                         if opts.on_nonfinite == "stop":
                             raise TrainingError(what)
                         skipped_steps += 1
@@ -524,10 +545,12 @@ class Trainer:
                             raise TrainingError(f"{what}; {skipped_steps} steps skipped, more than "
                                                 f"training.max_nonfinite_skips={opts.max_nonfinite_skips}")
                         self.optimizer.zero_grad(set_to_none=True)  # the update is skipped
+                        assert before is not None
+                        before.restore()
                     bar.update(1)
                     if self.step % opts.record_every == 0 or self.step == total:
                         average = running_sum / good_steps if good_steps else torch.full_like(running_sum, math.nan)
-                        recorded = [result.loss, norms["total"], average]
+                        recorded = [loss, norms["total"], average]
                         values = torch.stack([t.detach().float() for t in recorded + [norms[g] for g in group_names]])
                         head = {"step": self.step, "epoch": epoch, "lr": lr, "skipped_steps": skipped_steps,
                                 "time": time.perf_counter() - start}
@@ -572,11 +595,26 @@ def _to_device_tree(value: Any, device: torch.device) -> Any:
     return value
 
 
+_REFUSED_VALUE = "but found invalid values"
+"""What torch.distributions says when a distribution's argument or observed value is outside its
+constraint (a NaN loc, a non-positive scale) under argument validation."""
+
+
+class RefusedValueError(TrainingError):
+    """A distribution in the model or guide refused a NaN or out-of-support value at a step: a
+    non-finite step for ``training.on_nonfinite``."""
+
+
 def _failed_at(step: int, epoch: int, what: str, exc: Exception) -> TrainingError:
-    """A one-line error naming the step and what failed; only the first line of the original
-    message is kept (torch and Pyro append tensor dumps and trace shapes)."""
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return TrainingError(f"step {step} (epoch {epoch}): {what} failed: {type(exc).__name__}: {first_line}")
+    """A one-line error naming the step and what failed. Only the head of the original message
+    is kept: torch and Pyro append tensor dumps and trace shapes. Pyro words a failing site as
+    ``Error while computing log_prob at site 'x':`` with the cause on the next line; that line
+    is kept too."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [""]
+    head = lines[0]
+    if head.endswith(":") and len(lines) > 1 and not lines[1].startswith("tensor("):
+        head = f"{head} {lines[1]}"
+    return TrainingError(f"step {step} (epoch {epoch}): {what} failed: {type(exc).__name__}: {head.rstrip(':')}")
 
 
 def count_parameters(params: Sequence[torch.Tensor]) -> int:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -16,10 +18,14 @@ from bbvi_kit.runs import DirectoryLock, read_csv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# A Gaussian VAE whose log joint is +inf in the model calls listed in `fault_at`: a loss that is
-# not finite, as an overflow would give. Only calls with gradients count (evaluations run without);
-# the first step traces the model twice (once to find its plates), so step n is call n + 1.
+# A Gaussian VAE with a numerical fault in the model calls listed in `fault_at`, of the kind
+# `fault`: a log joint of +inf (an overflow) or NaN (inf - inf), a finite loss whose gradient is NaN, or NaN
+# data, which the likelihood refuses before any loss exists. Only calls with gradients count
+# (evaluations run without); the first step traces the model twice (once to find its plates), so
+# step n is call n + 1.
 FAULTY_VAE = """\
+from typing import Literal
+
 import pyro
 import torch
 from pydantic import Field
@@ -28,7 +34,21 @@ from bbvi_kit_plugins.gaussian_vae import GaussianVAE, GaussianVAEOptions
 
 
 class Options(GaussianVAEOptions):
-    fault_at: list[int] = Field(default_factory=list, description="model calls with a non-finite log joint")
+    fault_at: list[int] = Field(default_factory=list, description="model calls with a numerical fault")
+    fault: Literal["inf", "nan", "nan_gradient", "nan_data"] = Field("inf", description="which fault")
+
+
+class NaNGradient(torch.autograd.Function):
+    \"\"\"0 on the way forward, NaN on the way back.\"\"\"
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return x.sum() * 0.0
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full(ctx.shape, float("nan"))
 
 
 @register_model("faulty_vae")
@@ -40,11 +60,21 @@ class FaultyVAE(GaussianVAE):
         self.calls = 0
 
     def model(self, x):
-        out = super().model(x)
+        fault = None
         if torch.is_grad_enabled():
             self.calls += 1
             if self.calls in self.options.fault_at:
-                pyro.factor("fault", torch.tensor(float("inf")))
+                fault = self.options.fault
+        if fault == "nan_data":
+            x = torch.full_like(x, float("nan"))
+        out = super().model(x)
+        if fault == "inf":
+            pyro.factor("fault", torch.tensor(float("inf")))
+        elif fault == "nan":  # a log density of inf - inf: NaN, which no validation refuses
+            inf = torch.tensor(float("inf"))
+            pyro.sample("fault", pyro.distributions.Normal(inf, 1.0), obs=inf)
+        elif fault == "nan_gradient":
+            pyro.factor("fault", NaNGradient.apply(next(self.decoder.parameters())))
         return out
 """
 
@@ -56,14 +86,17 @@ def plugin_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def write_recipe(tmp_path: Path, plugin_file: Path, fault_steps: list[int] = (), **training: object) -> Path:
-    """A recipe of 12 steps (6 per epoch) whose loss is non-finite at ``fault_steps``."""
+def write_recipe(tmp_path: Path, plugin_file: Path, fault_steps: list[int] = (), fault: str = "inf",
+                 estimator: dict | None = None, **training: object) -> Path:
+    """A recipe of 12 steps (6 per epoch) with the numerical ``fault`` at ``fault_steps``."""
     recipe = {
         "name": "tiny",
         "plugins": [str(plugin_file)],
-        "model": {"name": "faulty_vae", "latent_dim": 2, "hidden": [8], "fault_at": [n + 1 for n in fault_steps]},
+        "model": {"name": "faulty_vae", "latent_dim": 2, "hidden": [8], "fault_at": [n + 1 for n in fault_steps],
+                  "fault": fault},
         "data": {"name": "digits"},
         "optimizer": {"name": "adam", "lr": 1e-2},
+        "estimator": estimator or {"name": "pathwise"},
         "training": {"batch_size": 256, "epochs": 2, "seed": 0, "device": "cpu", "progress": False,
                      "checkpoint_every": 3, **training},
     }
@@ -91,15 +124,38 @@ def test_stop_policy_names_the_step_and_the_last_good_checkpoint(tmp_path: Path,
     assert info["status"] == "failed" and "step 8" in info["error"]
 
 
-def test_skip_policy_skips_the_update_and_counts(tmp_path: Path, plugin_file: Path, cli_run) -> None:  # noqa: ANN001
-    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[4, 9], on_nonfinite="skip", max_nonfinite_skips=2)
+@pytest.mark.parametrize(("fault", "message"), [
+    ("nan", r"non-finite loss or gradient at step 8 \(epoch 1\): loss=nan, grad_norm_sq=[0-9.e+]+;"),
+    ("nan_gradient", r"non-finite loss or gradient at step 8 \(epoch 1\): loss=[0-9.]+, grad_norm_sq=nan;"),
+    ("nan_data", r"step 8 \(epoch 1\): model or guide failed: ValueError: Error while computing log_prob "
+                 r"at site 'x': Expected value argument .* but found invalid values;"),
+])
+def test_stop_policy_catches_nans_before_the_step(tmp_path: Path, plugin_file: Path, cli_run, fault: str,  # noqa: ANN001
+                                                  message: str) -> None:
+    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[8], fault=fault)
+    code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
+    assert code == 1
+    # Pyro may warn of the NaN on a line of its own first; the error is one line.
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert line == err.splitlines()[-1] and re.search(message, line), err
+    assert line.endswith("checkpoints/step-000000006.pt (step 6)")
+    run = only_run(tmp_path)
+    assert [int(r["step"]) for r in read_csv(run / "metrics.csv")] == list(range(1, 8))
+
+
+@pytest.mark.parametrize("fault", ["inf", "nan", "nan_gradient", "nan_data"])
+def test_skip_policy_skips_the_update_and_counts(tmp_path: Path, plugin_file: Path, cli_run, fault: str) -> None:  # noqa: ANN001
+    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[4, 9], fault=fault, on_nonfinite="skip",
+                          max_nonfinite_skips=2)
     code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
     assert code == 0, err
     run = only_run(tmp_path)
     rows = read_csv(run / "metrics.csv")
     assert len(rows) == 12
     assert [r["skipped_steps"] for r in rows] == [0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2]
-    assert [r["step"] for r in rows if not torch.isfinite(torch.tensor(r["loss"]))] == [4, 9]
+    faulty = [r["step"] for r in rows if not torch.isfinite(torch.tensor([r["loss"], r["grad_norm_sq"]])).all()]
+    assert faulty == [4, 9]
+    assert all(torch.isfinite(torch.tensor(r["grad_norm_sq_avg"])) for r in rows)
     # The running average is over the steps that updated; the skipped ones are left out.
     finite = []
     for r in rows:
@@ -109,6 +165,20 @@ def test_skip_policy_skips_the_update_and_counts(tmp_path: Path, plugin_file: Pa
     # Adam took 10 steps, not 12.
     final = Checkpoints(run).load(Checkpoints(run).latest())
     assert {float(s["step"]) for s in final["optimizer"]["state"].values()} == {10.0}
+
+
+def test_a_skipped_step_leaves_the_score_baseline_as_it_was(tmp_path: Path, plugin_file: Path, cli_run) -> None:  # noqa: ANN001
+    """A NaN learning signal must not reach the running-mean baseline: if it did, every later
+    step would be NaN too and the run would stop at the skip limit."""
+    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[4], fault="nan", on_nonfinite="skip",
+                          max_nonfinite_skips=1, estimator={"name": "score", "baseline": "running_mean"})
+    code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
+    assert code == 0, err
+    run = only_run(tmp_path)
+    rows = read_csv(run / "metrics.csv")
+    assert [r["step"] for r in rows if not math.isfinite(r["loss"] + r["grad_norm_sq"])] == [4]
+    final = Checkpoints(run).load(Checkpoints(run).latest())
+    assert torch.isfinite(final["estimator"]["running_mean"])
 
 
 def test_skip_policy_stops_after_the_limit(tmp_path: Path, plugin_file: Path, cli_run) -> None:  # noqa: ANN001

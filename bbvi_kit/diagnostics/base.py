@@ -16,7 +16,6 @@ unless it is listed; each documents its cost.
 
 from __future__ import annotations
 
-import copy
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
@@ -26,6 +25,7 @@ from pydantic import Field
 from torch.utils.data import Dataset
 
 from bbvi_kit.data.base import as_args, batch_loader
+from bbvi_kit.pass_state import PassState
 from bbvi_kit.plugin import Configurable, PluginOptions
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,16 +103,11 @@ def preserved_training_state(trainer: "Trainer") -> Iterator[dict]:
     that every pass inside a diagnostic uses the training run's current baseline, not one moved
     by the diagnostic's own earlier passes (that would correlate the passes).
     """
-    estimator = trainer.loss.estimator
-    state = copy.deepcopy(estimator.state_dict())
-    buffers = [(b, b.detach().clone()) for m in trainer.modules for b in m.buffers()]
+    saved = PassState(trainer)
     try:
-        yield state
+        yield saved.estimator_state
     finally:
-        estimator.load_state_dict(copy.deepcopy(state))
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                buffer.copy_(saved)
+        saved.restore()
 
 
 def run_diagnostic(diagnostic: Diagnostic, context: DiagnosticContext, seed: int) -> dict[str, Any]:
