@@ -19,6 +19,7 @@ not synchronise with the host except for the finiteness check.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import zlib
@@ -90,6 +91,11 @@ class TrainingOptions(PluginOptions):
     )
     max_nonfinite_skips: int = Field(
         100, ge=0, le=10**10, description="with on_nonfinite: skip, stop once more steps than this were skipped"
+    )
+    validation: Literal["first_step", "every_step"] = Field(
+        "first_step",
+        description="Pyro's and torch's argument and support checks in training steps (each a host "
+        "synchronisation): on the first step of a run only, or on every step",
     )
     progress: bool = Field(True, description="show a progress bar with the current loss")
 
@@ -297,6 +303,56 @@ class Trainer:
         self.parameters = [p for params in self.groups.values() for p in params]
         self.optimizer = self.optimizer_plugin.build(self.parameters)
 
+    def _train_step(self, args: tuple, epoch: int, *, validate: bool) -> "_StepResult":
+        """One update on the batch ``args`` (already on the device): surrogate loss, backward,
+        squared gradient norms (before clipping), then the optimizer step with the scheduled step
+        size, unless the loss or gradient is not finite.
+
+        A non-finite step does not update: its :attr:`_StepResult.problem` says why, and with
+        ``training.on_nonfinite: skip`` the score baseline and module buffers it moved are put
+        back (:class:`PassState`). ``validate: False`` switches Pyro's and torch's argument
+        checks off for the step (``True`` leaves them as Pyro's global setting has them): each
+        is a host synchronisation, and NaNs are caught by the finiteness check anyway. Nothing
+        of the step's traces outlives the call.
+        """
+        opts = self.training
+        before = PassState(self) if opts.on_nonfinite == "skip" and self.optimizer is not None else None
+        refused: RefusedValueError | None = None
+        try:
+            with contextlib.nullcontext() if validate else pyro.validation_enabled(False):
+                result = self._step_loss(args, epoch)
+        except RefusedValueError as exc:
+            if opts.on_nonfinite == "stop" or self.optimizer is None:
+                raise
+            result, refused = None, exc
+        if self.optimizer is None:
+            self._setup_parameters(result)
+        assert self.optimizer is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        if result is not None:
+            result.surrogate.backward()
+            loss = result.loss.detach()
+            del result  # the traces and their tensors, before the next step allocates its own
+            norms = {k: v.detach() for k, v in squared_grad_norms(self.groups).items()}
+        else:  # the model or guide refused a value: no loss, no gradient, recorded as NaN
+            loss = torch.full((), math.nan, device=self.device)
+            norms = {g: loss for g in ("total", *self.groups)}
+        lr = self.optimizer_plugin.lr * self.schedule.factor(self.step, epoch)
+        if refused is None and bool(torch.isfinite(loss) & torch.isfinite(norms["total"])):
+            if opts.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.parameters, opts.grad_clip)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            return _StepResult(loss, norms, lr)
+        problem = str(refused) if refused is not None else (
+            f"non-finite loss or gradient at step {self.step} (epoch {epoch}): "
+            f"loss={loss.item():.6g}, grad_norm_sq={norms['total'].item():.6g}")
+        self.optimizer.zero_grad(set_to_none=True)  # the update is skipped
+        if before is not None:
+            before.restore()
+        return _StepResult(loss, norms, lr, problem)
+
     # -- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The trainer's own state: parameters (in group order), module buffers, optimizer,
@@ -491,6 +547,7 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, disable=not opts.progress, unit="it", dynamic_ncols=True,
                    leave=True)
         resuming = resume is not None
+        first_step = True
         try:
             while self.step < total:
                 if resuming:  # the position was restored above, mid-epoch or at its end
@@ -504,55 +561,26 @@ class Trainer:
                     self.step += 1
                     batch_index += 1
                     args = _to_device(as_args(batch), self.device)
-                    refused: RefusedValueError | None = None
-                    # a skipped step must leave no trace: the baseline and buffers it moved go back
-                    before = PassState(self) if opts.on_nonfinite == "skip" else None
-                    try:
-                        result = self._step_loss(args, epoch)
-                    except RefusedValueError as exc:
-                        if opts.on_nonfinite == "stop" or self.optimizer is None:
-                            raise
-                        result, refused = None, exc
-                    if self.optimizer is None:
-                        self._setup_parameters(result)
+                    step = self._train_step(args, epoch, validate=opts.validation == "every_step" or first_step)
+                    first_step = False
+                    if not group_names:
                         group_names = list(self.groups)
-                    assert self.optimizer is not None
-                    self.optimizer.zero_grad(set_to_none=True)
-                    if result is not None:
-                        result.surrogate.backward()
-                        norms = squared_grad_norms(self.groups)
-                        loss = result.loss
-                    else:  # no loss, no gradient: recorded as NaN
-                        loss = torch.full((), math.nan, device=self.device)
-                        norms = {g: loss for g in ("total", *group_names)}
-                    lr = self.optimizer_plugin.lr * self.schedule.factor(self.step, epoch)
-                    if result is not None and bool(torch.isfinite(loss) & torch.isfinite(norms["total"])):
-                        running_sum = running_sum + norms["total"].detach()
+                    if step.problem is None:
+                        running_sum = running_sum + step.norms["total"]
                         good_steps += 1
-                        if opts.grad_clip is not None:
-                            torch.nn.utils.clip_grad_norm_(self.parameters, opts.grad_clip)
-                        for group in self.optimizer.param_groups:
-                            group["lr"] = lr
-                        self.optimizer.step()
+                    elif opts.on_nonfinite == "stop":
+                        raise TrainingError(step.problem)
                     else:
-                        what = str(refused) if refused is not None else (
-                            f"non-finite loss or gradient at step {self.step} (epoch {epoch}): "
-                            f"loss={loss.item():.6g}, grad_norm_sq={norms['total'].item():.6g}")
-                        if opts.on_nonfinite == "stop":
-                            raise TrainingError(what)
                         skipped_steps += 1
                         if skipped_steps > opts.max_nonfinite_skips:
-                            raise TrainingError(f"{what}; {skipped_steps} steps skipped, more than "
+                            raise TrainingError(f"{step.problem}; {skipped_steps} steps skipped, more than "
                                                 f"training.max_nonfinite_skips={opts.max_nonfinite_skips}")
-                        self.optimizer.zero_grad(set_to_none=True)  # the update is skipped
-                        assert before is not None
-                        before.restore()
                     bar.update(1)
                     if self.step % opts.record_every == 0 or self.step == total:
                         average = running_sum / good_steps if good_steps else torch.full_like(running_sum, math.nan)
-                        recorded = [loss, norms["total"], average]
-                        values = torch.stack([t.detach().float() for t in recorded + [norms[g] for g in group_names]])
-                        head = {"step": self.step, "epoch": epoch, "lr": lr, "skipped_steps": skipped_steps,
+                        recorded = [step.loss, step.norms["total"], average, *(step.norms[g] for g in group_names)]
+                        values = torch.stack([t.float() for t in recorded])
+                        head = {"step": self.step, "epoch": epoch, "lr": step.lr, "skipped_steps": skipped_steps,
                                 "time": time.perf_counter() - start}
                         pending.append((head, values))
                     if self.step % opts.flush_every == 0:
@@ -582,6 +610,16 @@ class Trainer:
         finally:
             bar.close()
         return history
+
+
+@dataclass
+class _StepResult:
+    """What one training step leaves for the record (0-d tensors on the device)."""
+
+    loss: torch.Tensor
+    norms: dict[str, torch.Tensor]  # "total" and one per parameter group, before clipping
+    lr: float
+    problem: str | None = None  # why the update was not made (a non-finite loss or gradient)
 
 
 def _to_device_tree(value: Any, device: torch.device) -> Any:

@@ -124,15 +124,18 @@ def test_stop_policy_names_the_step_and_the_last_good_checkpoint(tmp_path: Path,
     assert info["status"] == "failed" and "step 8" in info["error"]
 
 
-@pytest.mark.parametrize(("fault", "message"), [
-    ("nan", r"non-finite loss or gradient at step 8 \(epoch 1\): loss=nan, grad_norm_sq=[0-9.e+]+;"),
-    ("nan_gradient", r"non-finite loss or gradient at step 8 \(epoch 1\): loss=[0-9.]+, grad_norm_sq=nan;"),
-    ("nan_data", r"step 8 \(epoch 1\): model or guide failed: ValueError: Error while computing log_prob "
-                 r"at site 'x': Expected value argument .* but found invalid values;"),
+@pytest.mark.parametrize(("fault", "validation", "message"), [
+    ("nan", "first_step", r"non-finite loss or gradient at step 8 \(epoch 1\): loss=nan, grad_norm_sq=[0-9.e+]+;"),
+    ("nan_gradient", "first_step",
+     r"non-finite loss or gradient at step 8 \(epoch 1\): loss=[0-9.]+, grad_norm_sq=nan;"),
+    # without validation NaN data gives a NaN loss; with it, the likelihood refuses the data
+    ("nan_data", "first_step", r"non-finite loss or gradient at step 8 \(epoch 1\): loss=nan, grad_norm_sq=nan;"),
+    ("nan_data", "every_step", r"step 8 \(epoch 1\): model or guide failed: ValueError: Error while computing "
+                               r"log_prob at site 'x': Expected value argument .* but found invalid values;"),
 ])
 def test_stop_policy_catches_nans_before_the_step(tmp_path: Path, plugin_file: Path, cli_run, fault: str,  # noqa: ANN001
-                                                  message: str) -> None:
-    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[8], fault=fault)
+                                                  validation: str, message: str) -> None:
+    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[8], fault=fault, validation=validation)
     code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
     assert code == 1
     # Pyro may warn of the NaN on a line of its own first; the error is one line.
@@ -143,10 +146,14 @@ def test_stop_policy_catches_nans_before_the_step(tmp_path: Path, plugin_file: P
     assert [int(r["step"]) for r in read_csv(run / "metrics.csv")] == list(range(1, 8))
 
 
-@pytest.mark.parametrize("fault", ["inf", "nan", "nan_gradient", "nan_data"])
-def test_skip_policy_skips_the_update_and_counts(tmp_path: Path, plugin_file: Path, cli_run, fault: str) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(("fault", "validation"), [
+    ("inf", "first_step"), ("nan", "first_step"), ("nan_gradient", "first_step"), ("nan_data", "first_step"),
+    ("nan_data", "every_step"),
+])
+def test_skip_policy_skips_the_update_and_counts(tmp_path: Path, plugin_file: Path, cli_run, fault: str,  # noqa: ANN001
+                                                 validation: str) -> None:
     recipe = write_recipe(tmp_path, plugin_file, fault_steps=[4, 9], fault=fault, on_nonfinite="skip",
-                          max_nonfinite_skips=2)
+                          max_nonfinite_skips=2, validation=validation)
     code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
     assert code == 0, err
     run = only_run(tmp_path)

@@ -155,9 +155,14 @@ def test_schedule_sets_the_step_size() -> None:
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.5 / math.sqrt(10))
 
 
-def test_non_finite_loss_stops_naming_the_step() -> None:
-    """NaN activations surface as a distribution refusing its argument: still one line, with the step."""
-    trainer, vae = make_trainer(epochs=1)
+@pytest.mark.parametrize(("validation", "message"), [
+    ("first_step", r"non-finite loss or gradient at step 3 \(epoch 0\): loss=nan"),
+    # with validation on every step, a distribution refuses the NaN argument first
+    ("every_step", "step 3 .*invalid values"),
+])
+def test_non_finite_loss_stops_naming_the_step(validation: str, message: str) -> None:
+    """NaN activations stop the run in one line naming the step, before the update."""
+    trainer, vae = make_trainer(epochs=1, validation=validation)
     original = vae.decoder.forward
 
     def poisoned(z: torch.Tensor) -> torch.Tensor:
@@ -166,7 +171,7 @@ def test_non_finite_loss_stops_naming_the_step() -> None:
 
     vae.decoder.forward = poisoned  # type: ignore[method-assign]
     before = [p.detach().clone() for p in vae.parameters()]
-    with pytest.raises(TrainingError, match="step 3.*invalid values"):
+    with pytest.raises(TrainingError, match=message):
         trainer.fit(toy_data(40))
     # Steps 1-2 were taken; step 3's update never reached the parameters.
     assert trainer.step == 3

@@ -109,8 +109,9 @@ def test_linear_vae_is_the_standard_form() -> None:
     pyro.set_rng_seed(0)
     result = BBVILoss(vae.model, vae.guide, ELBO(), Pathwise())(x)
     q = result.particles.guide_trace.nodes["z"]["fn"].base_dist
-    torch.testing.assert_close(q.loc[0], (x - vae.mu) @ vae.V.T)
-    torch.testing.assert_close(q.scale[0], torch.tensor([0.2, 0.3]).sqrt().expand(6, 2))
+    # (one particle: the trace has no particle dim to index)
+    torch.testing.assert_close(q.loc.reshape(6, 2), (x - vae.mu) @ vae.V.T)
+    torch.testing.assert_close(q.scale.reshape(6, 2), torch.tensor([0.2, 0.3]).sqrt().expand(6, 2))
     p = result.particles.model_trace.nodes["x"]["fn"].base_dist
     z = result.particles.guide_trace.nodes["z"]["value"]
     torch.testing.assert_close(p.loc, z @ vae.W.T + vae.mu)

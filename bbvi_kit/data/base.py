@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import torch
-from torch.utils.data import (
-    BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler, TensorDataset,
-)
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from bbvi_kit.errors import BBVIError
 from bbvi_kit.plugin import Configurable
@@ -81,7 +79,8 @@ class DatasetPlugin(Configurable):
         raise NotImplementedError
 
 
-def _available_cpus() -> int:
+def available_cpus() -> int:
+    """CPUs this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -96,62 +95,83 @@ def batch_loader(
     generator: torch.Generator | None = None,
     num_workers: int = 0,
 ) -> Iterable[Any]:
-    """Mini-batches of ``dataset`` in a reproducible order (a ``DataLoader``; it has ``len``).
+    """Mini-batches of ``dataset`` in a reproducible order (an iterable with ``len``).
 
-    In-memory ``TensorDataset``s are sliced a whole batch at a time (one indexing op per batch,
-    not one per example); other datasets (e.g. images decoded from files) go through the usual
-    per-example ``DataLoader`` with ``num_workers`` worker processes (at most one per available
-    CPU). Both draw the same order
-    from ``generator`` in the main process, so neither the dataset's type nor the workers change
-    a run. The last, smaller
-    batch is kept: the loss is a per-example mean, so it is comparable.
+    Each epoch draws one permutation from ``generator`` (``shuffle``) or keeps the order, and cuts
+    it into batches of ``batch_size``; the last, smaller batch is kept (the loss is a per-example
+    mean, so it is comparable). In-memory ``TensorDataset``s are sliced a whole batch at a time,
+    with one indexing operation per tensor and no ``DataLoader`` in between; other datasets (e.g.
+    images decoded from files) go through a per-example ``DataLoader`` with ``num_workers`` worker
+    processes (at most one per available CPU). The order is drawn in the main process either way,
+    so neither the dataset's type nor the workers change a run.
     """
-    num_workers = min(num_workers, _available_cpus())
-    order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    batches = ResumableBatches(BatchSampler(order, batch_size=batch_size, drop_last=False))
+    num_workers = min(num_workers, available_cpus())
+    per_example = not isinstance(dataset, TensorDataset)
+    batches = EpochBatches(len(dataset), batch_size, generator=generator if shuffle else None,
+                           as_lists=per_example)
+    if not per_example:
+        return TensorBatches(dataset, batches)
     # DataLoader draws a seed for its workers from this generator at every epoch; without it, it
     # would draw from the global RNG, which the model's samples come from.
     worker_seeds = torch.Generator().manual_seed(0)
-    if isinstance(dataset, TensorDataset):
-        return DataLoader(dataset, sampler=batches, batch_size=None, generator=worker_seeds)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
                         persistent_workers=num_workers > 0, generator=worker_seeds)
     return _WorkerErrorsKeptShort(loader) if num_workers > 0 else loader
 
 
-class ResumableBatches(Sampler[list[int]]):
-    """A batch sampler whose next epoch can start after its first ``k`` batches (a resumed run).
+class EpochBatches(Sampler[Any]):
+    """The index batches of one epoch at a time: a permutation of ``range(n)`` drawn from
+    ``generator`` (``None``: in order), cut into batches of ``batch_size``.
 
-    The skipped batches' indices are still drawn, so the random order and the generator's state
-    afterwards are those of a full epoch, but their examples are never loaded or decoded.
+    The next epoch can start after its first ``k`` batches (:meth:`skip_next_epoch`, a resumed
+    run): the permutation is still drawn, so the order and the generator's state afterwards are
+    those of a full epoch, but the skipped examples are never loaded. Batches are index tensors,
+    or lists of ints (``as_lists``) for a per-example ``DataLoader``.
     """
 
-    def __init__(self, batches: BatchSampler) -> None:
-        self.batches = batches
+    def __init__(self, n: int, batch_size: int, *, generator: torch.Generator | None, as_lists: bool) -> None:
+        self.n, self.batch_size, self.generator, self.as_lists = n, batch_size, generator, as_lists
         self._skip = 0
 
     def skip_next_epoch(self, count: int) -> None:
         self._skip = count
 
     def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Any]:
+        skip, self._skip = self._skip, 0
+        if self.generator is not None:
+            order = torch.randperm(self.n, generator=self.generator)
+        else:
+            order = torch.arange(self.n)
+        for start in range(skip * self.batch_size, self.n, self.batch_size):
+            batch = order[start:start + self.batch_size]
+            yield batch.tolist() if self.as_lists else batch
+
+
+class TensorBatches:
+    """Batches of an in-memory ``TensorDataset``: ``dataset[index_tensor]`` per batch."""
+
+    def __init__(self, dataset: TensorDataset, batches: EpochBatches) -> None:
+        self.dataset, self.batches = dataset, batches
+
+    def __len__(self) -> int:
         return len(self.batches)
 
-    def __iter__(self) -> Iterator[list[int]]:
-        skip, self._skip = self._skip, 0
-        for i, batch in enumerate(self.batches):
-            if i >= skip:
-                yield batch
+    def __iter__(self) -> Iterator[Any]:
+        for index in self.batches:
+            yield self.dataset[index]
 
 
 def skip_next_epoch(loader: Iterable[Any], count: int) -> None:
     """Make the next epoch of a :func:`batch_loader` loader begin with its batch ``count``
     (0-based), in the order a full epoch would have: how a run resumes mid-epoch."""
     inner = loader.loader if isinstance(loader, _WorkerErrorsKeptShort) else loader
-    # batches are the batch_sampler of a per-example loader, the sampler of a tensor loader
-    sampler = getattr(inner, "batch_sampler", None) or getattr(inner, "sampler", None)
-    if not isinstance(sampler, ResumableBatches):
+    batches = inner.batches if isinstance(inner, TensorBatches) else getattr(inner, "batch_sampler", None)
+    if not isinstance(batches, EpochBatches):
         raise TypeError("skip_next_epoch needs a loader made by batch_loader")
-    sampler.skip_next_epoch(count)
+    batches.skip_next_epoch(count)
 
 
 def _original_message(exc: BaseException) -> str:

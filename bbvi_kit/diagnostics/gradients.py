@@ -22,6 +22,20 @@ def squared_grad_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def squared_grad_norms(groups: Mapping[str, Sequence[torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """``{"total": ||g||^2, name: ||g_name||^2, ...}`` for named, disjoint, non-empty groups."""
-    parts = {name: squared_grad_norm(params) for name, params in groups.items()}
-    return {"total": torch.stack(list(parts.values())).sum(), **parts}
+    """``{"total": ||g||^2, name: ||g_name||^2, ...}`` for named, disjoint, non-empty groups.
+
+    One fused ``_foreach_norm`` over every gradient, then a sum per group: a handful of kernels
+    whatever the number of parameters, and no host synchronisation.
+    """
+    grads: list[torch.Tensor] = []
+    counts: list[int] = []
+    for params in groups.values():
+        present = [p.grad for p in params if p.grad is not None]
+        grads.extend(present)
+        counts.append(len(present))
+    if not grads:
+        zero = torch.zeros((), device=next(iter(groups.values()))[0].device)
+        return {"total": zero, **{name: zero for name in groups}}
+    per_parameter = torch.stack(torch._foreach_norm(grads)).square()
+    parts = {name: part.sum() for name, part in zip(groups, per_parameter.split(counts))}
+    return {"total": per_parameter.sum(), **parts}

@@ -23,7 +23,7 @@ import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import prune_subsample_sites
+from pyro.poutine.util import site_is_subsample
 from pyro.poutine.trace_struct import Trace
 
 from bbvi_kit.errors import InputError
@@ -80,8 +80,25 @@ class Particles:
     guide_trace: Trace
 
 
-def _sample_sites(trace: Trace) -> list[dict[str, Any]]:
-    return [s for s in trace.nodes.values() if s["type"] == "sample"]
+def sample_sites(trace: Trace) -> list[dict[str, Any]]:
+    """The sample sites of ``trace`` in order, without the index draws plates record as sites."""
+    return [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
+
+
+def _log_prob(trace: Trace, site: dict[str, Any]) -> torch.Tensor:
+    """The site's scaled and masked log density, as ``Trace.compute_log_prob`` stores it in
+    ``site["log_prob"]`` (with ``site["unscaled_log_prob"]``), but without the sum over the site
+    and the NaN / inf warnings it adds when validation is on: each of those reads the value back
+    to the host, a synchronisation on every step."""
+    if "log_prob" not in site:
+        try:
+            log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+        except ValueError as exc:
+            shapes = trace.format_shapes(last_site=site["name"])
+            raise ValueError(f"Error while computing log_prob at site '{site['name']}':\n{exc}\n{shapes}") from exc
+        site["unscaled_log_prob"] = log_p
+        site["log_prob"] = scale_and_mask(log_p, site["scale"], site["mask"])
+    return site["log_prob"]
 
 
 def _vectorised_frames(site: dict[str, Any]) -> set[Any]:
@@ -98,11 +115,10 @@ def guess_max_plate_nesting(model: Callable, guide: Callable, args: tuple, kwarg
     with torch.random.fork_rng(devices=devices), poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-    guide_trace, model_trace = prune_subsample_sites(guide_trace), prune_subsample_sites(model_trace)
     dims = [
         -f.dim
         for trace in (guide_trace, model_trace)
-        for site in _sample_sites(trace)
+        for site in sample_sites(trace)
         for f in _vectorised_frames(site)
     ]
     return max(dims, default=0)
@@ -115,9 +131,18 @@ def _reduce_to(log_prob: torch.Tensor, total_dims: int, keep: set[int], site_nam
             f"sample site {site_name!r} has log_prob shape {tuple(log_prob.shape)}, more batch dims than "
             f"its plates ({total_dims - 1}); declare event dims with .to_event() or wrap it in a plate"
         )
-    log_prob = log_prob.reshape((1,) * (total_dims - log_prob.dim()) + log_prob.shape)
+    if log_prob.dim() < total_dims:
+        log_prob = log_prob.reshape((1,) * (total_dims - log_prob.dim()) + log_prob.shape)
     sum_dims = [d for d in range(-total_dims, 0) if d not in keep]
     return log_prob.sum(dim=sum_dims, keepdim=True) if sum_dims else log_prob
+
+
+def _add(total: torch.Tensor | None, term: torch.Tensor, sign: float) -> torch.Tensor:
+    """``total + sign * term``, where ``None`` is an empty sum (the result is exactly what
+    ``0 + sign * term`` would be, without the extra operation)."""
+    if total is None:
+        return term if sign > 0 else -term
+    return total + term if sign > 0 else total - term
 
 
 def trace_particles(
@@ -136,6 +161,9 @@ def trace_particles(
     particle_dim = -total_dims
 
     def vectorised(fn: Callable) -> Callable:
+        if num_particles == 1:  # one particle needs no plate: its dim is added below, as size 1
+            return fn
+
         def wrapped(*a: Any, **k: Any) -> Any:
             with pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim):
                 return fn(*a, **k)
@@ -159,38 +187,38 @@ def trace_particles(
             handler.__exit__(None, None, None)
 
     # Plates record their index draws as sample sites; they are not random variables of the model.
-    guide_trace = prune_subsample_sites(guide_trace)
-    model_trace = prune_subsample_sites(model_trace)
-    model_trace.compute_log_prob()
-    guide_trace.compute_log_prob()
-    model_sites = _sample_sites(model_trace)
-    guide_sites = [s for s in _sample_sites(guide_trace) if not s["is_observed"]]
+    model_sites = sample_sites(model_trace)
+    guide_sites = [s for s in sample_sites(guide_trace) if not s["is_observed"]]
     all_sites = model_sites + guide_sites
     common = set.intersection(*(_vectorised_frames(s) for s in all_sites)) if all_sites else set()
     keep = {f.dim for f in common} | {particle_dim}
 
-    log_w: torch.Tensor | int = 0
-    for site in model_sites:
-        log_w = log_w + _reduce_to(site["log_prob"], total_dims, keep, site["name"])
-    for site in guide_sites:
-        log_w = log_w - _reduce_to(site["log_prob"], total_dims, keep, site["name"])
-    if not isinstance(log_w, torch.Tensor):
+    # Each operation here is one more autograd node on every step: none is added that the
+    # shapes do not need (no "0 +" to start the sums, no reshape, expand or squeeze to the same shape).
+    log_w: torch.Tensor | None = None
+    for sign, trace, sites in ((1.0, model_trace, model_sites), (-1.0, guide_trace, guide_sites)):
+        for site in sites:
+            term = _reduce_to(_log_prob(trace, site), total_dims, keep, site["name"])
+            log_w = _add(log_w, term, sign)
+    if log_w is None:
         raise InputError("the model and guide have no sample sites: nothing to infer")
 
     guide_log_prob = None
     if detach_samples:
-        log_q: torch.Tensor | int = 0
+        log_q: torch.Tensor | None = None
         for site in guide_sites:
             unscaled = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
-            log_q = log_q + _reduce_to(unscaled, total_dims, keep, site["name"])
-        guide_log_prob = torch.as_tensor(log_q)
+            log_q = _add(log_q, _reduce_to(unscaled, total_dims, keep, site["name"]), 1.0)
+        guide_log_prob = log_q if log_q is not None else torch.zeros_like(log_w)
 
     squeeze_dims = [d for d in range(-total_dims, 0) if d not in keep]
-    shape = list(log_w.shape)
-    shape[0] = num_particles
-    log_w = log_w.expand(shape)
-    if guide_log_prob is not None:
-        guide_log_prob = guide_log_prob.expand(shape)
+    if log_w.shape[0] != num_particles:  # no site depends on the particle
+        shape = (num_particles, *log_w.shape[1:])
+        log_w = log_w.expand(shape)
+        if guide_log_prob is not None:
+            guide_log_prob = guide_log_prob.expand(shape)
+    if guide_log_prob is not None and guide_log_prob.shape != log_w.shape:
+        guide_log_prob = guide_log_prob.expand(log_w.shape)
     if squeeze_dims:
         log_w = log_w.squeeze(squeeze_dims)
         if guide_log_prob is not None:

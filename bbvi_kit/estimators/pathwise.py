@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bbvi_kit.errors import InputError
-from bbvi_kit.estimators._particles import Particles
+from bbvi_kit.estimators._particles import Particles, sample_sites
 from bbvi_kit.estimators.base import Estimator, SurrogateLoss
 from bbvi_kit.objectives.base import Objective
 from bbvi_kit.registry import register_estimator
@@ -23,8 +23,8 @@ class Pathwise(Estimator):
     reparameterized = True
 
     def surrogate(self, objective: Objective, particles: Particles) -> SurrogateLoss:
-        for site in particles.guide_trace.nodes.values():
-            if site["type"] == "sample" and not site["is_observed"] and not site["fn"].has_rsample:
+        for site in sample_sites(particles.guide_trace):
+            if not site["is_observed"] and not site["fn"].has_rsample:
                 raise InputError(
                     f"estimator pathwise: guide site {site['name']!r} ({type(site['fn']).__name__}) "
                     "cannot be reparameterised; use estimator 'score'"
