@@ -233,6 +233,83 @@ def test_celeba_download_failure_is_one_line_and_present_files_skip_it(
     assert len(calls) == 1  # files present: no download
 
 
+# -- CelebA's decoded-image cache -------------------------------------------------------------
+def cache_files(root: Path) -> list[str]:
+    folder = root / "bbvi_kit_cache"
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def every_item(dataset: torch.utils.data.Dataset) -> torch.Tensor:
+    return torch.stack([dataset[i][0] for i in range(len(dataset))])
+
+
+def test_celeba_cache_is_built_once_and_serves_the_decoded_pixels(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_celeba(tmp_path, n_train=5, n_valid=1, n_test=2)
+    decoded = CelebA(root=str(root), image_size=16, cache=False).load()
+    cached = CelebA(root=str(root), image_size=16).load()
+    names = cache_files(root)
+    assert len(names) == 4 and {n.rsplit(".", 1)[1] for n in names} == {"u8", "json"}
+    assert any(n.startswith("celeba-train-16px-") for n in names) and any(n.startswith("celeba-test-16px-") for n in names)
+    for split in ("train", "test"):
+        dataset = getattr(cached, split)
+        assert isinstance(dataset, ImageTensorDataset) and dataset.tensors[0].dtype == torch.uint8
+        assert torch.equal(every_item(dataset), every_item(getattr(decoded, split)))  # bit for bit
+    # The second load opens the files: not one JPEG is decoded (only the up-front check of image 0).
+    from bbvi_kit.data import celeba
+
+    calls: list[int] = []
+    original = celeba.CelebAImages.pixels
+    monkeypatch.setattr(celeba.CelebAImages, "pixels", lambda self, i: calls.append(i) or original(self, i))
+    again = CelebA(root=str(root), image_size=16).load()
+    assert calls == [0] and cache_files(root) == names
+    assert torch.equal(every_item(again.train), every_item(cached.train))
+    # The batches are the ones the decoding path gives, in the same order.
+    for (a,), (b,) in zip(batches(again.train, 2), batches(decoded.train, 2), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_celeba_cache_is_keyed_by_size_crop_and_images(tmp_path: Path) -> None:
+    root = make_celeba(tmp_path, n_train=4, n_valid=0, n_test=1)
+    CelebA(root=str(root), image_size=8).load()
+    CelebA(root=str(root), image_size=12).load()
+    CelebA(root=str(root), image_size=8, max_train=2).load()
+    CelebA(root=str(root), image_size=8, center_crop=148).load()
+    train = [n for n in cache_files(root) if n.startswith("celeba-train") and n.endswith(".u8")]
+    assert len(train) == 4 and any("-crop148-" in n for n in train)
+    assert len(CelebA(root=str(root), image_size=8, max_train=2).load().train) == 2
+
+
+def test_celeba_cache_left_half_built_or_truncated_is_built_again(tmp_path: Path) -> None:
+    root = make_celeba(tmp_path, n_train=3, n_valid=0, n_test=1)
+    reference = every_item(CelebA(root=str(root), image_size=8).load().train)
+    folder = root / "bbvi_kit_cache"
+    (data,) = folder.glob("celeba-train-*.u8")
+    # A killed build: the data file under its temporary name, no description beside it.
+    data.rename(folder / f".{data.name}.tmp-99999")
+    data.with_suffix(".json").unlink()
+    assert torch.equal(every_item(CelebA(root=str(root), image_size=8).load().train), reference)
+    # A cut file does not match its description.
+    data.write_bytes(data.read_bytes()[:100])
+    assert torch.equal(every_item(CelebA(root=str(root), image_size=8).load().train), reference)
+    assert data.stat().st_size == reference.numel()
+
+
+def test_celeba_cache_problems_are_one_line_and_leave_no_file(tmp_path: Path) -> None:
+    root = make_celeba(tmp_path, n_train=3, n_valid=0, n_test=1)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would go")
+    with pytest.raises(InputError, match=r"decoded-image cache|cache_dir") as excinfo:
+        CelebA(root=str(root), image_size=8, cache_dir=str(blocked / "sub")).load()
+    one_line_error(excinfo)
+    # An unreadable image found while building: the error names it, and nothing looks complete.
+    (celeba_image_folder(root) / celeba_name(2)).write_bytes(b"not a jpeg")
+    with pytest.raises(InputError, match=r"cannot read image .*000003\.jpg") as excinfo:
+        CelebA(root=str(root), image_size=8).load()
+    one_line_error(excinfo)
+    assert not [n for n in cache_files(root) if n.startswith("celeba-train")]
+
+
 # -- CIFAR-100 -------------------------------------------------------------------------------
 def test_cifar100_reads_the_pickles_exactly(tmp_path: Path) -> None:
     root = make_cifar100(tmp_path, n_train=8, n_test=4)
