@@ -20,6 +20,7 @@ not synchronise with the host except for the finiteness check.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import time
 import zlib
@@ -47,6 +48,7 @@ from bbvi_kit.optim import Constant, OptimizerPlugin, Schedule
 from bbvi_kit.pass_state import PassState
 from bbvi_kit.plugin import PluginOptions
 from bbvi_kit.runs import RunDirectory
+from bbvi_kit.step_log import NonFiniteAtFlush, StepLog, StepResult, nonfinite_message
 from bbvi_kit import rng_state
 
 
@@ -91,6 +93,13 @@ class TrainingOptions(PluginOptions):
     )
     max_nonfinite_skips: int = Field(
         100, ge=0, le=10**10, description="with on_nonfinite: skip, stop once more steps than this were skipped"
+    )
+    nonfinite_check: Literal["auto", "every_step", "at_flush"] = Field(
+        "auto",
+        description="when a step's finiteness is read back: every_step, before its update (a host "
+        "synchronisation per step); at_flush, with the update skipped on the device by the fused "
+        "optimizer and the policy applied at the next flush; auto: at_flush on CUDA with adam, adamw "
+        "or sgd, else every_step",
     )
     validation: Literal["first_step", "every_step"] = Field(
         "first_step",
@@ -214,10 +223,22 @@ class Trainer:
         # discrete latents included.
         self.eval_loss = BBVILoss(model, guide, ELBO(num_particles=1), ScoreFunction(), max_plate_nesting)
         self.eval_objective = BBVILoss(model, guide, objective, ScoreFunction(), max_plate_nesting)
+        self._check_at_flush = self._decide_check(self.training.nonfinite_check)
         self.optimizer: torch.optim.Optimizer | None = None
         self.groups: dict[str, list[torch.Tensor]] = {}
         self.parameters: list[torch.Tensor] = []  # all of ``groups``, set on the first step
         self.step = 0
+
+    def _decide_check(self, mode: str) -> bool:
+        """Whether non-finite steps are checked at flush (on the device) rather than each step."""
+        # (a plugin that overrides build without the fused keyword cannot give a fused optimizer)
+        fused = self.optimizer_plugin.supports_fused and "fused" in inspect.signature(self.optimizer_plugin.build).parameters
+        if mode == "at_flush" and not fused:
+            raise InputError(
+                f"training.nonfinite_check: at_flush needs an optimizer with a fused implementation "
+                f"(adam, adamw, sgd); {type(self.optimizer_plugin).__name__} has none"
+            )
+        return mode == "at_flush" or (mode == "auto" and fused and self.device.type == "cuda")
 
     # -- parameters -------------------------------------------------------------------------
     def _discover_groups(self, model_trace: Any, guide_trace: Any) -> dict[str, list[torch.Tensor]]:
@@ -301,21 +322,28 @@ class Trainer:
         trace = result.particles
         self.groups = self._discover_groups(trace.model_trace, trace.guide_trace)
         self.parameters = [p for params in self.groups.values() for p in params]
-        self.optimizer = self.optimizer_plugin.build(self.parameters)
+        if self._check_at_flush:
+            self.optimizer = self.optimizer_plugin.build(self.parameters, fused=True)
+        else:
+            self.optimizer = self.optimizer_plugin.build(self.parameters)
 
-    def _train_step(self, args: tuple, epoch: int, *, validate: bool) -> "_StepResult":
+    def _train_step(self, args: tuple, epoch: int, *, validate: bool) -> StepResult:
         """One update on the batch ``args`` (already on the device): surrogate loss, backward,
         squared gradient norms (before clipping), then the optimizer step with the scheduled step
         size, unless the loss or gradient is not finite.
 
-        A non-finite step does not update: its :attr:`_StepResult.problem` says why, and with
-        ``training.on_nonfinite: skip`` the score baseline and module buffers it moved are put
-        back (:class:`PassState`). ``validate: False`` switches Pyro's and torch's argument
-        checks off for the step (``True`` leaves them as Pyro's global setting has them): each
-        is a host synchronisation, and NaNs are caught by the finiteness check anyway. Nothing
-        of the step's traces outlives the call.
+        A non-finite step does not update, and with ``training.on_nonfinite: skip`` the score
+        baseline and module buffers it moved are put back (:class:`PassState`). With the check
+        at flush (``training.nonfinite_check``) this happens on the device (the fused
+        optimizer's ``found_inf``, a ``torch.where`` for the state) and the step's finiteness
+        stays there (:attr:`StepResult.finite`); otherwise it is read back before the update and
+        :attr:`StepResult.problem` says what went wrong. ``validate: False`` switches Pyro's and
+        torch's argument checks off for the step (``True`` leaves them as Pyro's global setting
+        has them): each is a host synchronisation, and NaNs are caught by the finiteness check
+        anyway. Nothing of the step's traces outlives the call.
         """
         opts = self.training
+        at_flush = self._check_at_flush and self.optimizer is not None
         before = PassState(self) if opts.on_nonfinite == "skip" and self.optimizer is not None else None
         refused: RefusedValueError | None = None
         try:
@@ -333,25 +361,43 @@ class Trainer:
             result.surrogate.backward()
             loss = result.loss.detach()
             del result  # the traces and their tensors, before the next step allocates its own
-            norms = {k: v.detach() for k, v in squared_grad_norms(self.groups).items()}
+            norms = squared_grad_norms(self.groups)
         else:  # the model or guide refused a value: no loss, no gradient, recorded as NaN
             loss = torch.full((), math.nan, device=self.device)
             norms = {g: loss for g in ("total", *self.groups)}
         lr = self.optimizer_plugin.lr * self.schedule.factor(self.step, epoch)
-        if refused is None and bool(torch.isfinite(loss) & torch.isfinite(norms["total"])):
-            if opts.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.parameters, opts.grad_clip)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            self.optimizer.step()
-            return _StepResult(loss, norms, lr)
+        finite = torch.isfinite(loss) & torch.isfinite(norms["total"])
+        if at_flush and refused is None:
+            self._update(lr, skip_if=~finite)
+            if before is not None:
+                before.keep_if(finite)
+            return StepResult(loss, norms, lr, finite=finite)
+        if refused is None and bool(finite):
+            self._update(lr)
+            return StepResult(loss, norms, lr)
         problem = str(refused) if refused is not None else (
-            f"non-finite loss or gradient at step {self.step} (epoch {epoch}): "
-            f"loss={loss.item():.6g}, grad_norm_sq={norms['total'].item():.6g}")
+            nonfinite_message(self.step, epoch, loss.item(), norms["total"].item()))
         self.optimizer.zero_grad(set_to_none=True)  # the update is skipped
         if before is not None:
             before.restore()
-        return _StepResult(loss, norms, lr, problem)
+        return StepResult(loss, norms, lr, problem)
+
+    def _update(self, lr: float, skip_if: torch.Tensor | None = None) -> None:
+        """Clip (``training.grad_clip``), set the step size and step; ``skip_if`` (a 0-d bool
+        tensor) makes the fused optimizer skip the whole update on the device when true."""
+        assert self.optimizer is not None
+        if self.training.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.training.grad_clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if skip_if is None:
+            self.optimizer.step()
+            return
+        self.optimizer.found_inf = skip_if.to(torch.float32)
+        try:
+            self.optimizer.step()
+        finally:
+            self.optimizer.found_inf = None
 
     # -- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -441,9 +487,8 @@ class Trainer:
             m.to(self.device)
             m.train()
         generator = torch.Generator().manual_seed(opts.seed)
-        loader = batch_loader(
-            train_data, opts.batch_size, shuffle=True, generator=generator, num_workers=opts.num_workers
-        )
+        loader = batch_loader(train_data, opts.batch_size, shuffle=True, generator=generator,
+                              num_workers=opts.num_workers, pin_memory=self.device.type == "cuda")
         per_epoch = len(loader)
         if per_epoch == 0:
             raise TrainingError("the training set is empty")
@@ -453,10 +498,8 @@ class Trainer:
         history = history if history is not None else History()
         history.run_dir = str(run.path) if run else None
         checkpoints = Checkpoints(run.path, opts.keep_checkpoints) if run is not None and opts.keep_checkpoints else None
-        pending: list[tuple[dict[str, float], torch.Tensor]] = []
-        running_sum = torch.zeros((), device=self.device)
-        good_steps = skipped_steps = 0
-        group_names: list[str] = []
+        log = StepLog(self.device, list(self.groups), stop_on_nonfinite=opts.on_nonfinite == "stop",
+                      max_skips=opts.max_nonfinite_skips, record_skips=opts.on_nonfinite == "skip")
         eval_every = opts.eval_every
         last_eval_step = -1
         epoch, batch_index, elapsed = 0, 0, 0.0
@@ -464,35 +507,32 @@ class Trainer:
             if self.optimizer is None or self.step != resume["step"]:
                 self.restore(resume, train_data)
             rng_state.restore(resume["rng"])  # after the modules moved to the device (above)
-            group_names = list(self.groups)
+            log.groups[:] = list(self.groups)
             loop = resume["loop"]
             epoch, batch_index, elapsed = int(loop["epoch"]), int(loop["batch_index"]), float(loop["elapsed"])
             generator.set_state(loop["epoch_generator"])
             skip_next_epoch(loader, batch_index)
-            running_sum = loop["grad_norm_sq_sum"].to(self.device)
-            good_steps, skipped_steps = int(loop["good_steps"]), int(loop["skipped_steps"])
+            log.load_state(loop)
             last_eval_step = int(loop["last_eval_step"])
         start = time.perf_counter() - elapsed
-        columns = ["loss", "grad_norm_sq", "grad_norm_sq_avg"]
 
-        def flush() -> None:
-            if not pending:
+        def write(rows: list[dict[str, float]]) -> None:
+            if not rows:
                 return
-            values = torch.stack([v for _, v in pending]).tolist()
-            rows = []
-            for (head, _), vals in zip(pending, values):
-                row = {"step": head["step"], "epoch": head["epoch"]}
-                row.update(zip(columns + [f"grad_norm_sq_{g}" for g in group_names], vals))
-                row["lr"] = head["lr"]
-                if opts.on_nonfinite == "skip":
-                    row["skipped_steps"] = head["skipped_steps"]
-                row["time"] = head["time"]
-                rows.append(row)
-            pending.clear()
             history.metrics.extend(rows)
             if run is not None:
                 run.metrics.write(rows)
             bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}", refresh=False)
+
+        def flush() -> None:
+            """Read the recorded values back and write them (a non-finite step found here
+            raises after the rows before it are written)."""
+            try:
+                rows = log.flush()
+            except NonFiniteAtFlush as exc:
+                write(exc.rows)
+                raise
+            write(rows)
 
         def do_eval(epoch: int) -> None:
             nonlocal last_eval_step
@@ -513,11 +553,11 @@ class Trainer:
             diagnose(epoch, evaluating=True)
 
         def diagnose(epoch: int, evaluating: bool) -> None:
-            for name, diagnostic in self.diagnostics.items():
-                if (diagnostic.options.every is None) != evaluating:
-                    continue
-                if not diagnostic.due(self.step, evaluating=evaluating, last=self.step == total):
-                    continue
+            due = [(name, d) for name, d in self.diagnostics.items() if (d.options.every is None) == evaluating
+                   and d.due(self.step, evaluating=evaluating, last=self.step == total)]
+            if due:
+                flush()  # a step found non-finite at flush stops the run before anything measures it
+            for name, diagnostic in due:
                 context = DiagnosticContext(self, train_data, test_data, self.step, epoch)
                 seed = (opts.seed * 1_000_003 + self.step * 7_919 + zlib.crc32(name.encode())) % 2**63
                 try:
@@ -537,9 +577,7 @@ class Trainer:
             state = self.state_dict()
             state["loop"] = {
                 "epoch": epoch, "batch_index": batch_index, "epoch_generator": epoch_generator,
-                "grad_norm_sq_sum": running_sum.detach().cpu(), "good_steps": good_steps,
-                "skipped_steps": skipped_steps, "last_eval_step": last_eval_step,
-                "elapsed": time.perf_counter() - start,
+                **log.state(), "last_eval_step": last_eval_step, "elapsed": time.perf_counter() - start,
             }
             state["logs"] = run.log_sizes()
             checkpoints.save(state, self.step)
@@ -563,26 +601,13 @@ class Trainer:
                     args = _to_device(as_args(batch), self.device)
                     step = self._train_step(args, epoch, validate=opts.validation == "every_step" or first_step)
                     first_step = False
-                    if not group_names:
-                        group_names = list(self.groups)
-                    if step.problem is None:
-                        running_sum = running_sum + step.norms["total"]
-                        good_steps += 1
-                    elif opts.on_nonfinite == "stop":
-                        raise TrainingError(step.problem)
-                    else:
-                        skipped_steps += 1
-                        if skipped_steps > opts.max_nonfinite_skips:
-                            raise TrainingError(f"{step.problem}; {skipped_steps} steps skipped, more than "
-                                                f"training.max_nonfinite_skips={opts.max_nonfinite_skips}")
+                    if not log.groups:
+                        log.groups[:] = list(self.groups)
+                    log.add(self.step, epoch, step)
                     bar.update(1)
                     if self.step % opts.record_every == 0 or self.step == total:
-                        average = running_sum / good_steps if good_steps else torch.full_like(running_sum, math.nan)
-                        recorded = [step.loss, step.norms["total"], average, *(step.norms[g] for g in group_names)]
-                        values = torch.stack([t.float() for t in recorded])
-                        head = {"step": self.step, "epoch": epoch, "lr": step.lr, "skipped_steps": skipped_steps,
-                                "time": time.perf_counter() - start}
-                        pending.append((head, values))
+                        log.record({"step": self.step, "epoch": epoch, "lr": step.lr,
+                                    "time": time.perf_counter() - start}, step)
                     if self.step % opts.flush_every == 0:
                         flush()
                     epoch_end = batch_index == per_epoch
@@ -610,16 +635,6 @@ class Trainer:
         finally:
             bar.close()
         return history
-
-
-@dataclass
-class _StepResult:
-    """What one training step leaves for the record (0-d tensors on the device)."""
-
-    loss: torch.Tensor
-    norms: dict[str, torch.Tensor]  # "total" and one per parameter group, before clipping
-    lr: float
-    problem: str | None = None  # why the update was not made (a non-finite loss or gradient)
 
 
 def _to_device_tree(value: Any, device: torch.device) -> Any:

@@ -30,6 +30,9 @@ class OptimizerPlugin(Configurable):
     """
 
     torch_class: type[torch.optim.Optimizer]
+    supports_fused: bool = False
+    """Whether ``torch_class`` has a fused implementation on CPU and CUDA, which can skip an
+    update on the device (``found_inf``) without reading anything back to the host."""
 
     class Options(PluginOptions):
         lr: float = Field(1e-3, gt=0.0, le=1e3, description="base step size gamma_0")
@@ -39,8 +42,11 @@ class OptimizerPlugin(Configurable):
     def lr(self) -> float:
         return float(self.options.lr)
 
-    def build(self, params: Params) -> torch.optim.Optimizer:
-        return self.torch_class(params, **self.options.model_dump())
+    def build(self, params: Params, *, fused: bool = False) -> torch.optim.Optimizer:
+        """The optimizer over ``params``; ``fused`` picks the fused implementation (the plugin
+        must support it)."""
+        extra = {"fused": True} if fused else {}
+        return self.torch_class(params, **self.options.model_dump(), **extra)
 
 
 @register_optimizer("sgd")
@@ -48,6 +54,7 @@ class SGD(OptimizerPlugin):
     """Stochastic gradient descent, optionally with (Nesterov) momentum: ``torch.optim.SGD``."""
 
     torch_class = torch.optim.SGD
+    supports_fused = True
 
     class Options(OptimizerPlugin.Options):
         momentum: float = Field(0.0, ge=0.0, lt=1.0, description="heavy-ball momentum (0: plain SGD)")
@@ -82,6 +89,7 @@ class Adam(OptimizerPlugin):
     """
 
     torch_class = torch.optim.Adam
+    supports_fused = True
     Options = _AdamOptions
 
 
@@ -90,6 +98,7 @@ class AdamW(OptimizerPlugin):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019): ``torch.optim.AdamW``."""
 
     torch_class = torch.optim.AdamW
+    supports_fused = True
     Options = _AdamOptions
 
 

@@ -32,3 +32,24 @@ class PassState:
         with torch.no_grad():
             for buffer, saved in self._buffers:
                 buffer.copy_(saved)
+
+    def keep_if(self, keep: torch.Tensor) -> None:
+        """Keep the state the pass left where the 0-d bool tensor ``keep`` is true, else put the
+        saved one back, on the device without reading ``keep`` (except where a state entry was
+        ``None`` before or after the pass: then there is nothing to select between)."""
+        current = self._estimator.state_dict()
+        self._estimator.load_state_dict(_select(keep, current, self.estimator_state))
+        with torch.no_grad():
+            for buffer, saved in self._buffers:
+                buffer.copy_(torch.where(keep, buffer, saved))
+
+
+def _select(keep: torch.Tensor, new: Any, old: Any) -> Any:
+    """``new`` where ``keep`` else ``old``, entry by entry through dicts, lists and tuples."""
+    if isinstance(new, torch.Tensor) and isinstance(old, torch.Tensor):
+        return torch.where(keep, new, old)
+    if isinstance(new, dict) and isinstance(old, dict) and new.keys() == old.keys():
+        return {k: _select(keep, new[k], old[k]) for k in new}
+    if isinstance(new, (list, tuple)) and isinstance(old, (list, tuple)) and len(new) == len(old):
+        return type(new)(_select(keep, a, b) for a, b in zip(new, old))
+    return copy.deepcopy(new if bool(keep) else old)

@@ -111,8 +111,16 @@ def only_run(tmp_path: Path) -> Path:
 
 
 # -- non-finite losses ---------------------------------------------------------------------------
-def test_stop_policy_names_the_step_and_the_last_good_checkpoint(tmp_path: Path, plugin_file: Path, cli_run) -> None:  # noqa: ANN001
-    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[8])
+CHECKS = pytest.mark.parametrize("check", ["every_step", "at_flush"])
+"""Both ways of reading a step's finiteness back must give the same run, rows and messages
+(at_flush: the fused optimizer skips the update on the device, the policy acts at the next
+flush, here the checkpoint of step 9)."""
+
+
+@CHECKS
+def test_stop_policy_names_the_step_and_the_last_good_checkpoint(tmp_path: Path, plugin_file: Path, cli_run,  # noqa: ANN001
+                                                                 check: str) -> None:
+    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[8], nonfinite_check=check)
     code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
     assert code == 1
     run = only_run(tmp_path)
@@ -133,9 +141,11 @@ def test_stop_policy_names_the_step_and_the_last_good_checkpoint(tmp_path: Path,
     ("nan_data", "every_step", r"step 8 \(epoch 1\): model or guide failed: ValueError: Error while computing "
                                r"log_prob at site 'x': Expected value argument .* but found invalid values;"),
 ])
+@CHECKS
 def test_stop_policy_catches_nans_before_the_step(tmp_path: Path, plugin_file: Path, cli_run, fault: str,  # noqa: ANN001
-                                                  validation: str, message: str) -> None:
-    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[8], fault=fault, validation=validation)
+                                                  validation: str, message: str, check: str) -> None:
+    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[8], fault=fault, validation=validation,
+                          nonfinite_check=check)
     code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
     assert code == 1
     # Pyro may warn of the NaN on a line of its own first; the error is one line.
@@ -150,10 +160,11 @@ def test_stop_policy_catches_nans_before_the_step(tmp_path: Path, plugin_file: P
     ("inf", "first_step"), ("nan", "first_step"), ("nan_gradient", "first_step"), ("nan_data", "first_step"),
     ("nan_data", "every_step"),
 ])
+@CHECKS
 def test_skip_policy_skips_the_update_and_counts(tmp_path: Path, plugin_file: Path, cli_run, fault: str,  # noqa: ANN001
-                                                 validation: str) -> None:
+                                                 validation: str, check: str) -> None:
     recipe = write_recipe(tmp_path, plugin_file, fault_steps=[4, 9], fault=fault, on_nonfinite="skip",
-                          max_nonfinite_skips=2, validation=validation)
+                          max_nonfinite_skips=2, validation=validation, nonfinite_check=check)
     code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
     assert code == 0, err
     run = only_run(tmp_path)
@@ -174,11 +185,14 @@ def test_skip_policy_skips_the_update_and_counts(tmp_path: Path, plugin_file: Pa
     assert {float(s["step"]) for s in final["optimizer"]["state"].values()} == {10.0}
 
 
-def test_a_skipped_step_leaves_the_score_baseline_as_it_was(tmp_path: Path, plugin_file: Path, cli_run) -> None:  # noqa: ANN001
+@CHECKS
+def test_a_skipped_step_leaves_the_score_baseline_as_it_was(tmp_path: Path, plugin_file: Path, cli_run,  # noqa: ANN001
+                                                           check: str) -> None:
     """A NaN learning signal must not reach the running-mean baseline: if it did, every later
     step would be NaN too and the run would stop at the skip limit."""
     recipe = write_recipe(tmp_path, plugin_file, fault_steps=[4], fault="nan", on_nonfinite="skip",
-                          max_nonfinite_skips=1, estimator={"name": "score", "baseline": "running_mean"})
+                          max_nonfinite_skips=1, estimator={"name": "score", "baseline": "running_mean"},
+                          nonfinite_check=check)
     code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
     assert code == 0, err
     run = only_run(tmp_path)
@@ -188,8 +202,10 @@ def test_a_skipped_step_leaves_the_score_baseline_as_it_was(tmp_path: Path, plug
     assert torch.isfinite(final["estimator"]["running_mean"])
 
 
-def test_skip_policy_stops_after_the_limit(tmp_path: Path, plugin_file: Path, cli_run) -> None:  # noqa: ANN001
-    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[2, 3, 5], on_nonfinite="skip", max_nonfinite_skips=2)
+@CHECKS
+def test_skip_policy_stops_after_the_limit(tmp_path: Path, plugin_file: Path, cli_run, check: str) -> None:  # noqa: ANN001
+    recipe = write_recipe(tmp_path, plugin_file, fault_steps=[2, 3, 5], on_nonfinite="skip", max_nonfinite_skips=2,
+                          nonfinite_check=check)
     code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
     assert code == 1
     assert "at step 5 (epoch 0)" in err

@@ -15,6 +15,7 @@ from bbvi_kit import (
     ELBO,
     IWAE,
     SGD,
+    Adam,
     DataInfo,
     Pathwise,
     ScoreFunction,
@@ -317,3 +318,28 @@ def test_worker_processes_do_not_change_the_run() -> None:
     assert strip(serial.evals) == strip(parallel.evals)
     # and a per-example dataset gives the run an in-memory TensorDataset gives
     assert strip(make_trainer()[0].fit(toy_data(40), toy_data(12, seed=1)).metrics) == strip(serial.metrics)
+
+
+@pytest.mark.parametrize("estimator", [Pathwise(), ScoreFunction(baseline="running_mean")])
+def test_training_steps_read_nothing_back_from_the_device_until_a_flush(
+    monkeypatch: pytest.MonkeyPatch, estimator: Any
+) -> None:
+    """What a GPU needs: between flushes a step queues work and never waits for a value. Every
+    way a tensor's value reaches Python is counted; with the check at flush (the default on
+    CUDA), only the first step (validation, parameter discovery) and the flushes read any."""
+    trainer, _ = make_trainer(optimizer=Adam(lr=1e-3), estimator=estimator, batch_size=4, epochs=1,
+                              nonfinite_check="at_flush", on_nonfinite="skip", flush_every=1000)
+    reads: list[int] = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self: torch.Tensor, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            reads.append(trainer.step)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    history = trainer.fit(toy_data(40))
+    monkeypatch.undo()
+    assert trainer.optimizer.defaults["fused"] is True
+    assert len(history.metrics) == 10
+    assert set(reads) <= {1, 10}, f"values read back at steps {sorted(set(reads) - {1, 10})}"

@@ -94,6 +94,7 @@ def batch_loader(
     shuffle: bool,
     generator: torch.Generator | None = None,
     num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> Iterable[Any]:
     """Mini-batches of ``dataset`` in a reproducible order (an iterable with ``len``).
 
@@ -103,18 +104,19 @@ def batch_loader(
     with one indexing operation per tensor and no ``DataLoader`` in between; other datasets (e.g.
     images decoded from files) go through a per-example ``DataLoader`` with ``num_workers`` worker
     processes (at most one per available CPU). The order is drawn in the main process either way,
-    so neither the dataset's type nor the workers change a run.
+    so neither the dataset's type nor the workers change a run. ``pin_memory`` puts each batch in
+    page-locked memory, so that copying it to a GPU (``non_blocking``) does not wait for the GPU.
     """
     num_workers = min(num_workers, available_cpus())
     per_example = not isinstance(dataset, TensorDataset)
     batches = EpochBatches(len(dataset), batch_size, generator=generator if shuffle else None,
                            as_lists=per_example)
     if not per_example:
-        return TensorBatches(dataset, batches)
+        return TensorBatches(dataset, batches, pin_memory=pin_memory)
     # DataLoader draws a seed for its workers from this generator at every epoch; without it, it
     # would draw from the global RNG, which the model's samples come from.
     worker_seeds = torch.Generator().manual_seed(0)
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
                         persistent_workers=num_workers > 0, generator=worker_seeds)
     return _WorkerErrorsKeptShort(loader) if num_workers > 0 else loader
 
@@ -153,15 +155,16 @@ class EpochBatches(Sampler[Any]):
 class TensorBatches:
     """Batches of an in-memory ``TensorDataset``: ``dataset[index_tensor]`` per batch."""
 
-    def __init__(self, dataset: TensorDataset, batches: EpochBatches) -> None:
-        self.dataset, self.batches = dataset, batches
+    def __init__(self, dataset: TensorDataset, batches: EpochBatches, *, pin_memory: bool = False) -> None:
+        self.dataset, self.batches, self.pin_memory = dataset, batches, pin_memory
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[Any]:
         for index in self.batches:
-            yield self.dataset[index]
+            batch = self.dataset[index]
+            yield tuple(t.pin_memory() for t in batch) if self.pin_memory else batch
 
 
 def skip_next_epoch(loader: Iterable[Any], count: int) -> None:
