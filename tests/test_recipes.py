@@ -165,7 +165,9 @@ def test_recipe_runs_on_cuda(stem: str, data_root: Path, tmp_path: Path, cli_run
 
 
 def test_an_unreadable_image_in_a_worker_is_a_one_line_error(data_root: Path, tmp_path: Path, cli_run: Callable) -> None:
-    """Found by a DataLoader worker mid-run: one line (torch wraps it in the worker's traceback)."""
+    """Found by a DataLoader worker mid-run (decoding per epoch, ``cache: false``): one line
+    (torch wraps it in the worker's traceback). With the decoded-image cache it is found while
+    the cache is built, before anything is written."""
     import shutil
 
     root = tmp_path / "data"
@@ -176,6 +178,11 @@ def test_an_unreadable_image_in_a_worker_is_a_one_line_error(data_root: Path, tm
     common = [o for o in smoke_overrides(recipe, data_root) if not o.startswith(("data.root", "training.num_workers"))]
     common += [f"data.root={root}", "training.num_workers=2", "sweep.objective.num_particles=[2]"]
     expected = f"dataset celeba: cannot read image {broken}: UnidentifiedImageError"
+
+    code, out, err = cli_run(["run", recipe, *common, "--out", tmp_path / "cached"])
+    assert code == 2 and out == "" and err.splitlines() == [err.strip()] and err.startswith(f"error: {expected}")
+    assert not (tmp_path / "cached").exists()
+    common.append("data.cache=false")
 
     # one run: exit code 2 (bad input), one line
     code, out, err = cli_run(["run", recipe, *common, "sweep=null", "training.seeds=null", "--out", tmp_path / "one"])

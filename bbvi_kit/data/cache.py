@@ -84,7 +84,9 @@ def build_cache(
     data, meta = stem.with_suffix(".u8"), stem.with_suffix(".json")
     tmp = data.with_name(f".{data.name}.tmp-{os.getpid()}")
     size_gb = math.prod(shape) / 1e9
-    bar = tqdm(total=n, unit="img", desc=f"caching {what} ({size_gb:.2g} GB)", disable=not progress, leave=False)
+    # shown on a terminal only (disable=None), so that logs and captured output stay clean
+    bar = tqdm(total=n, unit="img", desc=f"caching {what} ({size_gb:.2g} GB)", disable=None if progress else True,
+               leave=False)
     try:
         stem.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
