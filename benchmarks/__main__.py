@@ -1,7 +1,7 @@
 """``python -m benchmarks``: run every benchmark and write benchmarks/RESULTS.md (and .json).
 
 Options: ``--out PATH`` (default benchmarks/RESULTS.md), ``--only GROUP`` (training_step,
-heldout, data_loading; repeatable), ``--smoke`` (tiny sizes, seconds: checks that the
+profile, heldout, data_loading; repeatable), ``--smoke`` (tiny sizes, seconds: checks that the
 benchmarks run, measures nothing worth reading).
 """
 
@@ -16,13 +16,13 @@ from typing import Any
 
 import torch
 
-from benchmarks import data_loading, heldout, training_step
+from benchmarks import data_loading, heldout, profile_step, training_step
 from benchmarks.harness import machine
 from bbvi_kit.engine import resolve_device
 from bbvi_kit.runs import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
-GROUPS = ("training_step", "heldout", "data_loading")
+GROUPS = ("training_step", "profile", "heldout", "data_loading")
 TARGET = 1.10
 NORM_TARGET = 0.03
 
@@ -66,6 +66,28 @@ def training_step_section(rows: list[dict[str, Any]]) -> list[str]:
             t = by_case[name]["median_ms"]
             lines.append(f"| {k} | {t['bbvi-kit'] / base['bbvi-kit']:.2f}x | {t['hand-written'] / base['hand-written']:.2f}x |")
     return lines + [""]
+
+
+def profile_section(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Where the time goes",
+        "",
+        "The step cut into phases (median ms; `benchmarks/profile_step.py`), and the forward pass's time",
+        "inside torch operators (`torch.profiler`): the rest of the forward pass is Python.",
+        "",
+    ]
+    for r in rows:
+        eng, hand = r["phases_ms"]["bbvi-kit"], r["phases_ms"]["hand-written"]
+        ops = r["forward_in_operators_ms"]
+        lines += [f"{r['title']}:", "", "| phase | bbvi-kit | hand-written |", "|---|---|---|"]
+        for phase in eng:
+            lines.append(f"| {phase} | {eng[phase]:.3f} | {hand[phase]:.3f} |")
+        lines.append(f"| sum | {sum(eng.values()):.3f} | {sum(hand.values()):.3f} |")
+        lines += ["", f"Forward pass in torch operators: bbvi-kit {ops['bbvi-kit']:.3f} ms, hand-written "
+                  f"{ops['hand-written']:.3f} ms; so of the forward pass's {eng['forward']:.3f} ms, about "
+                  f"{eng['forward'] - ops['bbvi-kit']:.3f} ms is Python (hand-written: "
+                  f"{hand['forward'] - ops['hand-written']:.3f} ms).", ""]
+    return lines
 
 
 def heldout_section(rows: list[dict[str, Any]]) -> list[str]:
@@ -114,6 +136,8 @@ def render(results: dict[str, Any]) -> str:
         lines += ["**Smoke run (tiny sizes): these figures check that the benchmarks run, nothing more.**", ""]
     if "training_step" in results:
         lines += training_step_section(results["training_step"])
+    if "profile" in results:
+        lines += profile_section(results["profile"])
     if "heldout" in results:
         lines += heldout_section(results["heldout"])
     if "data_loading" in results:
@@ -145,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"training step: {case.title}", file=sys.stderr, flush=True)
             case = training_step.smoke(case) if args.smoke else case
             results["training_step"].append(training_step.run_case(case, device, smoke_run=args.smoke))
+    if "profile" in groups:
+        print("profile of the step", file=sys.stderr, flush=True)
+        cases = [c for c in training_step.CASES if c.name in ("mlp_pathwise_k1", "mlp_iwae_k5")]
+        results["profile"] = [profile_step.run(training_step.smoke(c) if args.smoke else c,
+                                               **({"rounds": 1, "steps": 3} if args.smoke else {})) for c in cases]
     if "heldout" in groups:
         print("held-out IWAE evaluation", file=sys.stderr, flush=True)
         results["heldout"] = heldout.run(smoke_run=args.smoke)
