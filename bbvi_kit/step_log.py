@@ -61,7 +61,6 @@ class StepLog:
     grad_norm_sq_sum: torch.Tensor = field(init=False)
     good_steps: torch.Tensor = field(init=False)
     skipped_steps: torch.Tensor = field(init=False)
-    _host_skipped: int = 0
     _rows: list[_Pending] = field(default_factory=list)
     _checks: list[tuple[int, int, torch.Tensor]] = field(default_factory=list)
 
@@ -78,7 +77,6 @@ class StepLog:
         self.grad_norm_sq_sum = state["grad_norm_sq_sum"].to(self.device, torch.float32)
         self.good_steps = torch.tensor(int(state["good_steps"]), device=self.device)
         self.skipped_steps = torch.tensor(int(state["skipped_steps"]), device=self.device)
-        self._host_skipped = int(state["skipped_steps"])
 
     # -- steps ---------------------------------------------------------------------------------
     def add(self, step: int, epoch: int, result: StepResult) -> None:
@@ -99,9 +97,9 @@ class StepLog:
         if self.stop_on_nonfinite:
             raise TrainingError(result.problem)
         self.skipped_steps = self.skipped_steps + 1
-        self._host_skipped += 1
-        if self._host_skipped > self.max_skips:
-            raise TrainingError(self._over_limit(result.problem, self._host_skipped))
+        skipped = int(self.skipped_steps)  # the step was read back already: one more read is free
+        if skipped > self.max_skips:
+            raise TrainingError(self._over_limit(result.problem, skipped))
 
     def record(self, head: dict[str, Any], result: StepResult) -> None:
         """Queue a metrics row of this step (``head``: step, epoch, lr, time)."""
@@ -112,15 +110,16 @@ class StepLog:
 
     # -- reading back --------------------------------------------------------------------------
     def flush(self) -> list[dict[str, float]]:
-        """The queued rows, read back in one transfer. With at_flush checks, a step that broke
-        the policy is found first: the rows before it are returned through ``rows`` of the
-        raised :class:`NonFiniteAtFlush`."""
+        """The queued rows, read back in one transfer. If an at_flush check finds a step that
+        broke the policy, :class:`NonFiniteAtFlush` is raised instead, carrying the rows before
+        that step."""
         rows, checks = self._rows, self._checks
         self._rows, self._checks = [], []
         if not rows and not checks:
             return []
-        values = torch.cat([torch.stack([r.values for r in rows]).flatten() if rows else torch.zeros(0),
-                            torch.stack([c[2] for c in checks]).flatten() if checks else torch.zeros(0)]).tolist()
+        parts = [torch.stack([r.values for r in rows]).flatten()] if rows else []
+        parts += [torch.stack([c[2] for c in checks]).flatten()] if checks else []
+        values = torch.cat(parts).tolist()  # one transfer for rows and checks
         width = len(rows[0].values) if rows else 0
         out = []
         for i, pending in enumerate(rows):

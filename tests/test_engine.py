@@ -233,6 +233,25 @@ def test_training_runs_on_cuda() -> None:
     assert math.isfinite(history.evals[-1]["test_loss"])
 
 
+@pytest.mark.gpu
+def test_on_cuda_adam_skips_a_nan_step_on_the_device() -> None:
+    """The CUDA default: a fused Adam that skips a non-finite update on the device, found at flush."""
+    trainer, vae = make_trainer(device="cuda", epochs=1, optimizer=Adam(lr=1e-3), on_nonfinite="skip")
+    original = vae.decoder.forward
+
+    def poisoned(z: torch.Tensor) -> torch.Tensor:
+        out = original(z)
+        return out * float("nan") if trainer.step == 3 else out
+
+    vae.decoder.forward = poisoned  # type: ignore[method-assign]
+    history = trainer.fit(toy_data(40))
+    assert trainer.optimizer.defaults["fused"] is True
+    assert [r["skipped_steps"] for r in history.metrics] == [0, 0, 1, 1, 1]
+    assert all(torch.isfinite(p).all() for p in vae.parameters())
+    steps = {float(s["step"]) for s in trainer.optimizer.state.values()}
+    assert steps == {4.0}
+
+
 def test_interrupt_keeps_every_recorded_row(tmp_path) -> None:
     from bbvi_kit.runs import RunDirectory, read_csv
 
