@@ -2,7 +2,8 @@
 
 Options: ``--out PATH`` (default benchmarks/RESULTS.md), ``--only GROUP`` (training_step,
 profile, heldout, data_loading; repeatable), ``--smoke`` (tiny sizes, seconds: checks that the
-benchmarks run, measures nothing worth reading).
+benchmarks run, measures nothing worth reading), ``--render`` (write RESULTS.md again from its
+.json, e.g. after editing NOTES.md).
 """
 
 from __future__ import annotations
@@ -156,7 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--only", action="append", choices=GROUPS)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--render", action="store_true",
+                        help="only write RESULTS.md again from RESULTS.json (after editing NOTES.md)")
     args = parser.parse_args(argv)
+    if args.render:
+        atomic_write_text(args.out, render(json.loads(args.out.with_suffix(".json").read_text(encoding="utf-8"))))
+        return 0
     groups = args.only or list(GROUPS)
     device = resolve_device("auto")
     json_path = args.out.with_suffix(".json")
