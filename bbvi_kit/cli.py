@@ -73,7 +73,13 @@ class SweepFailed(BBVIError):
               help="Root folder of run directories (default: the recipe's output.root, 'runs').")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Go on with the interrupted run or sweep in this directory, from its last checkpoints.")
-def run(recipe: Path | None, overrides: Sequence[str], out: Path | None, resume_dir: Path | None) -> None:
+@click.option("--executor", type=click.Choice(["local", "ray"]),
+              help="Run a sweep's runs in a local process pool or as Ray tasks (default: one after another here).")
+@click.option("--workers", type=int, help="Runs at once: local default one per GPU, else half the CPUs; "
+              "ray default: as the cluster's resources allow.")
+@click.option("--ray-address", help="An existing Ray cluster (default: start a local Ray instance).")
+def run(recipe: Path | None, overrides: Sequence[str], out: Path | None, resume_dir: Path | None,
+        executor: str | None, workers: int | None, ray_address: str | None) -> None:
     """Train the run(s) RECIPE describes. OVERRIDES are dotted KEY=VALUE pairs with YAML values,
     e.g. `optimizer.lr=1e-4 objective.num_particles=5 sweep.objective.num_particles=[1,5]`.
 
@@ -84,17 +90,26 @@ def run(recipe: Path | None, overrides: Sequence[str], out: Path | None, resume_
     `bbvi-kit run --resume DIR` continues an interrupted run from its last checkpoint, with its
     own recipe, as if it had never stopped; for a sweep directory it keeps the completed runs,
     resumes the unfinished ones and starts those not begun.
+
+    `--executor local|ray` runs a sweep's runs in parallel: in a process pool on this machine, or
+    as Ray tasks on `--ray-address` (or a local Ray instance). Each run writes the same run
+    directory; a resubmitted run goes on from its last checkpoint.
     """
+    from bbvi_kit.executors import make_executor
     from bbvi_kit.runner import resume, run_plan
     from bbvi_kit.sweep import load_plan
 
+    pool = make_executor(executor, workers, ray_address)
     if resume_dir is not None:
         if recipe is not None or overrides or out is not None:
             raise click.UsageError("--resume DIR takes no RECIPE, overrides or --out: a run resumes as it was")
         if (resume_dir / "sweep.json").is_file():
-            result = resume(resume_dir, on_start=lambda path: None, on_run_done=_sweep_progress(None), warn=_warn)
+            result = resume(resume_dir, executor=pool, on_start=lambda path: None,
+                            on_run_done=_sweep_progress(None), warn=_warn)
             _sweep_done(result, len(result.rows))
             return
+        if pool is not None:
+            raise click.UsageError("--executor is for sweep directories; a single run resumes here")
         result = resume(resume_dir, warn=_warn)
         start = f"step {result.resumed_from}" if result.resumed_from is not None else "the beginning (no checkpoint)"
         click.echo(f"resumed from {start}", err=True)
@@ -105,6 +120,8 @@ def run(recipe: Path | None, overrides: Sequence[str], out: Path | None, resume_
         raise click.UsageError("Missing argument 'RECIPE' (or --resume DIR).")
     plan = load_plan(recipe, overrides)
     if not plan.is_sweep:
+        if pool is not None:
+            raise click.UsageError("--executor runs the runs of a sweep: give the recipe training.seeds or a sweep")
         history = run_plan(plan, out).history
         assert history is not None
         _run_done(history)
@@ -116,7 +133,7 @@ def run(recipe: Path | None, overrides: Sequence[str], out: Path | None, resume_
         click.echo(f"sweep {plan.name}: {len(plan.points)} points x {len(plan.seeds)} seeds = {total} runs "
                    f"into {path}", err=True)
 
-    result = run_plan(plan, out, on_start=start, on_run_done=_sweep_progress(total), warn=_warn)
+    result = run_plan(plan, out, executor=pool, on_start=start, on_run_done=_sweep_progress(total), warn=_warn)
     _sweep_done(result, total)
 
 

@@ -23,7 +23,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pyro
 import yaml
@@ -34,7 +34,7 @@ from bbvi_kit.checkpoint import Checkpoints
 from bbvi_kit.errors import BBVIError, InputError, OutputError
 from bbvi_kit.model import BBVIModel
 from bbvi_kit.plotting import plot_run
-from bbvi_kit.recipe import Recipe, load_recipe
+from bbvi_kit.recipe import Recipe, load_recipe, resolve
 from bbvi_kit.runs import DirectoryLock, RunDirectory, atomic_write_text, environment, fresh_directory, read_csv
 from bbvi_kit.sweep import Plan, PlannedRun, load_plan
 
@@ -293,17 +293,24 @@ def _sweep_info(plan: Plan, status: str, runs: list[dict[str, Any]], **extra: An
     return json.dumps(info, indent=2, default=str) + "\n"
 
 
+_DATASETS: dict[str, DataSplits] = {}
+"""Datasets loaded in this process, by their ``data`` section: a sweep loads each once, and so
+does a worker process that runs many of its runs."""
+
+
+def load_data(recipe: Recipe) -> DataSplits:
+    """The recipe's dataset, loaded once per process and ``data`` section."""
+    key = yaml.safe_dump(recipe.data.as_dict(), sort_keys=True)
+    if key not in _DATASETS:
+        _DATASETS[key] = recipe.data.build().load()
+    return _DATASETS[key]
+
+
 def _load_datasets(plan: Plan) -> Callable[[PlannedRun], DataSplits]:
     """Load every dataset the plan needs, once per distinct ``data`` section; returns the lookup."""
-    datasets: dict[str, DataSplits] = {}
-
-    def key(planned: PlannedRun) -> str:
-        return yaml.safe_dump(planned.recipe.data.as_dict(), sort_keys=True)
-
     for planned in plan.runs:
-        if key(planned) not in datasets:
-            datasets[key(planned)] = planned.recipe.data.build().load()
-    return lambda planned: datasets[key(planned)]
+        load_data(planned.recipe)
+    return lambda planned: load_data(planned.recipe)
 
 
 def _where(plan: Plan, planned: PlannedRun) -> str:
@@ -314,11 +321,16 @@ def run_plan(
     plan: Plan,
     out_root: str | Path | None = None,
     *,
+    executor: Any = None,
     on_start: Callable[[Path], None] | None = None,
     on_run_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> PlanResult:
     """Run every run of ``plan``: one run directory, or a sweep directory (module docstring).
+
+    A sweep's runs go one after another in this process, or to ``executor``
+    (:mod:`bbvi_kit.executors`: a local process pool or Ray tasks), which writes the same run
+    directories.
 
     Every dataset the plan needs is loaded first (once per distinct ``data`` section), so a
     missing dataset stops before anything is written. ``on_start(sweep_dir)`` is called once the
@@ -349,10 +361,96 @@ def run_plan(
         sweep_data["plugins"] = plan.runs[0].recipe.plugins  # resolved paths: re-runnable from anywhere
         sweep_data["name"] = plan.name  # not the stem of sweep.yaml
         atomic_write_text(parent / "sweep.yaml", yaml.safe_dump(sweep_data, sort_keys=False))
-        return _run_sweep(plan, parent, data_of, started=_now(), on_start=on_start, on_run_done=on_run_done,
-                          warn=warn)
+        return _run_sweep(plan, parent, data_of, started=_now(), executor=executor, on_start=on_start,
+                          on_run_done=on_run_done, warn=warn)
     finally:
         lock.release()
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """One run of a sweep as plain data that pickles: what a worker process or a Ray task needs
+    to train it into ``parent/folder`` (its recipe is the run's fully resolved recipe)."""
+
+    index: int
+    recipe: dict[str, Any]
+    source: str
+    parent: str
+    folder: str
+    point_index: int
+    point: dict[str, Any]
+    label: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A finished job: its ``summary.csv`` row, and whether it went on from an earlier attempt."""
+
+    row: dict[str, Any]
+    resumed: bool = False
+
+
+def sweep_jobs(plan: Plan, parent: Path, indices: list[int]) -> list[SweepJob]:
+    return [SweepJob(i, plan.runs[i].recipe.as_dict(), _where(plan, plan.runs[i]), str(parent),
+                     plan.runs[i].folder, plan.runs[i].point_index, plan.runs[i].point, plan.runs[i].label,
+                     plan.runs[i].seed) for i in indices]
+
+
+def execute_job(job: SweepJob, recipe: Recipe | None = None, data: DataSplits | None = None) -> JobResult:
+    """Train one run of a sweep into ``parent/folder`` and return its summary row. A run whose
+    directory exists already goes on from its last checkpoint (a resubmitted, preempted or
+    interrupted run; a completed one is kept as it is). A failure is recorded in the row and the
+    run's ``run.json``, never raised (Ctrl-C is). ``recipe`` and ``data`` save a worker the work
+    of resolving and loading them again when the caller has them."""
+    if recipe is None:
+        recipe = resolve(job.recipe, source=job.source)
+    planned = PlannedRun(job.point_index, job.point, job.label, job.seed, recipe)
+    folder = Path(job.parent) / job.folder
+    history, status, error, resumed = None, "completed", "", False
+    try:
+        if data is None:
+            data = load_data(recipe)
+        if folder.exists() and _read_status(folder) == "completed":
+            history = _history_from_files(folder)
+        elif folder.exists():
+            history, _ = resume_run(folder, data)
+            resumed = True
+        else:
+            run = RunDirectory.create_named(Path(job.parent), job.folder)
+            info = {"point": job.point, "point_label": job.label, "sweep": job.parent}
+            try:
+                model = build_model(recipe, data, job.source)
+            except BaseException as exc:
+                _start(run, recipe, info)
+                _fail(run, exc, 0)
+                raise
+            history = train_into(recipe, run, data, model, **info)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one failing point must not lose the others
+        status, error = "failed", _error_message(exc)
+    return JobResult(_summary_row(planned, job.folder, status, history, error), resumed)
+
+
+def failed_job(job: SweepJob, error: str) -> JobResult:
+    """The result of a job that ended outside :func:`execute_job` (its worker died)."""
+    planned = PlannedRun(job.point_index, job.point, job.label, job.seed, None)  # type: ignore[arg-type]
+    return JobResult(_summary_row(planned, job.folder, "failed", None, error))
+
+
+class InlineExecutor:
+    """Runs a sweep's jobs one after another in this process, with the datasets already loaded
+    and the recipes already resolved: what ``bbvi-kit run`` does without ``--executor``."""
+
+    def __init__(self, plan: Plan, data_of: Callable[[PlannedRun], DataSplits]) -> None:
+        self.plan, self.data_of = plan, data_of
+
+    def run(self, jobs: list[SweepJob], on_start: Callable[[int], None]) -> Iterator[tuple[int, JobResult]]:
+        for job in jobs:
+            on_start(job.index)
+            planned = self.plan.runs[job.index]
+            yield job.index, execute_job(job, planned.recipe, self.data_of(planned))
 
 
 def _run_sweep(
@@ -362,64 +460,61 @@ def _run_sweep(
     *,
     started: str,
     resuming: bool = False,
+    executor: Any = None,
     on_start: Callable[[Path], None] | None = None,
     on_run_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> PlanResult:
-    """Run the sweep's runs into ``parent``. When ``resuming``, a completed run is kept as it
-    is, an unfinished one resumes from its checkpoint, and one not begun yet starts."""
+    """Run the sweep's runs into ``parent`` with ``executor`` (default: :class:`InlineExecutor`).
+    When ``resuming``, a completed run is kept as it is, an unfinished one resumes from its
+    checkpoint, and one not begun yet starts. ``summary.csv`` keeps the plan's order whatever
+    order the runs finish in."""
     result = PlanResult(path=parent)
     runs_info = [{"dir": r.folder, "point_index": r.point_index, "seed": r.seed, "status": "pending"}
                  for r in plan.runs]
+    rows: dict[int, dict[str, Any]] = {}
 
     def write_status(status: str, **extra: Any) -> None:
         atomic_write_text(parent / "sweep.json", _sweep_info(plan, status, runs_info, started=started, **extra))
 
+    def finish(index: int, row: dict[str, Any]) -> None:
+        runs_info[index]["status"] = row["status"]
+        rows[index] = row
+        result.rows = [rows[i] for i in sorted(rows)]
+        _write_summary(parent / "summary.csv", result.rows)
+        if on_run_done is not None:
+            on_run_done(plan.runs[index], row)
+
+    def started_job(index: int) -> None:
+        runs_info[index]["status"] = "running"
+        write_status("running")
+
     write_status("running")
     if on_start is not None:
         on_start(parent)
+    todo = []
     for i, planned in enumerate(plan.runs):
         folder = parent / planned.folder
-        history, status, error = None, "completed", ""
         if resuming and folder.exists() and _read_status(folder) == "completed":
-            runs_info[i]["status"] = "completed"
-            row = _summary_row(planned, planned.folder, "completed", _history_from_files(folder), "")
-            result.rows.append(row)
             result.skipped += 1
-            if on_run_done is not None:
-                on_run_done(planned, row)
-            continue
-        runs_info[i]["status"] = "running"
-        write_status("running")
-        info = {"point": planned.point, "point_label": planned.label, "sweep": str(parent)}
-        try:
-            if resuming and folder.exists():
-                history, _ = resume_run(folder, data_of(planned))
-                result.resumed += 1
-            else:
-                run = RunDirectory.create_named(parent, planned.folder)
-                try:
-                    model = build_model(planned.recipe, data_of(planned), _where(plan, planned))
-                except BaseException as exc:
-                    _start(run, planned.recipe, info)
-                    _fail(run, exc, 0)
-                    raise
-                history = train_into(planned.recipe, run, data_of(planned), model, **info)
-        except KeyboardInterrupt:
-            runs_info[i]["status"] = "interrupted"
-            result.rows.append(_summary_row(planned, planned.folder, "interrupted", None, "interrupted"))
-            _write_summary(parent / "summary.csv", result.rows)
-            write_status("interrupted")
-            raise
-        except Exception as exc:  # noqa: BLE001 - one failing point must not lose the others
-            status, error = "failed", _error_message(exc)
-            result.failed += 1
-        runs_info[i]["status"] = status
-        row = _summary_row(planned, planned.folder, status, history, error)
-        result.rows.append(row)
+            finish(i, _summary_row(planned, planned.folder, "completed", _history_from_files(folder), ""))
+        else:
+            todo.append(i)
+    executor = executor if executor is not None else InlineExecutor(plan, data_of)
+    try:
+        for index, done in executor.run(sweep_jobs(plan, parent, todo), started_job):
+            result.resumed += done.resumed
+            result.failed += done.row["status"] == "failed"
+            finish(index, done.row)
+    except KeyboardInterrupt:
+        for i, info in enumerate(runs_info):
+            if info["status"] == "running" and i not in rows:
+                info["status"] = "interrupted"
+                rows[i] = _summary_row(plan.runs[i], plan.runs[i].folder, "interrupted", None, "interrupted")
+        result.rows = [rows[i] for i in sorted(rows)]
         _write_summary(parent / "summary.csv", result.rows)
-        if on_run_done is not None:
-            on_run_done(planned, row)
+        write_status("interrupted")
+        raise
     final_status = ("completed" if result.failed == 0 else
                     "failed" if result.failed == len(plan.runs) else "completed_with_failures")
     write_status(final_status, finished=_now())
@@ -433,6 +528,7 @@ def _run_sweep(
 def resume(
     path: Path,
     *,
+    executor: Any = None,
     on_start: Callable[[Path], None] | None = None,
     on_run_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None,
     warn: Callable[[str], None] | None = None,
@@ -461,8 +557,8 @@ def resume(
                 raise InputError(f"{path}: sweep.yaml no longer describes the runs sweep.json lists; "
                                  "was it edited? Start a new sweep instead")
             data_of = _load_datasets(plan)
-            return _run_sweep(plan, path, data_of, started=started, resuming=True, on_start=on_start,
-                              on_run_done=on_run_done, warn=warn)
+            return _run_sweep(plan, path, data_of, started=started, resuming=True, executor=executor,
+                              on_start=on_start, on_run_done=on_run_done, warn=warn)
         finally:
             lock.release()
     if not (path / "run.json").is_file():

@@ -3,7 +3,9 @@ engine in the process that runs the recipe, driven by environment variables, so 
 ``bbvi-kit run`` subprocess dies exactly where a test wants it to. Without the variables it does
 nothing, so the same recipe resumes (and runs as the reference) untouched.
 
-- ``BBVI_TEST_KILL_AT_STEP=N``: SIGKILL itself at the start of step N's gradient norm.
+- ``BBVI_TEST_KILL_AT_STEP=N``: SIGKILL itself at the start of step N's gradient norm (counted
+  per process); with ``BBVI_TEST_KILL_ONCE_MARKER=path`` only the first process to get there,
+  which creates that file.
 - ``BBVI_TEST_KILL_IN_CHECKPOINT=N``: during the N-th checkpoint write, SIGKILL itself after half
   of the file's bytes are on disk.
 - ``BBVI_TEST_KILL_AFTER_RENAME=N``: SIGKILL itself after the N-th checkpoint file is renamed into
@@ -32,6 +34,7 @@ def _die():
 
 
 _kill_at = int(os.environ.get("BBVI_TEST_KILL_AT_STEP", "0"))
+_kill_once = os.environ.get("BBVI_TEST_KILL_ONCE_MARKER")
 _delay = float(os.environ.get("BBVI_TEST_STEP_DELAY", "0"))
 if _kill_at or _delay:
     _norms = engine.squared_grad_norms
@@ -40,7 +43,13 @@ if _kill_at or _delay:
     def squared_grad_norms(groups):
         _calls[0] += 1
         if _calls[0] == _kill_at:
-            _die()
+            if _kill_once is None:
+                _die()
+            try:  # only the first process to get here dies (a worker that is preempted once)
+                os.close(os.open(_kill_once, os.O_CREAT | os.O_EXCL))
+                _die()
+            except FileExistsError:
+                pass
         if _delay:
             time.sleep(_delay)
         return _norms(groups)
