@@ -95,10 +95,14 @@ def run(recipe: Path | None, overrides: Sequence[str], out: Path | None, resume_
     as Ray tasks on `--ray-address` (or a local Ray instance). Each run writes the same run
     directory; a resubmitted run goes on from its last checkpoint.
     """
+    from bbvi_kit import distributed
     from bbvi_kit.executors import make_executor
     from bbvi_kit.runner import resume, run_plan
     from bbvi_kit.sweep import load_plan
 
+    if distributed.requested():
+        _run_data_parallel(recipe, overrides, out, resume_dir, executor)
+        return
     pool = make_executor(executor, workers, ray_address)
     if resume_dir is not None:
         if recipe is not None or overrides or out is not None:
@@ -135,6 +139,34 @@ def run(recipe: Path | None, overrides: Sequence[str], out: Path | None, resume_
 
     result = run_plan(plan, out, executor=pool, on_start=start, on_run_done=_sweep_progress(total), warn=_warn)
     _sweep_done(result, total)
+
+
+def _run_data_parallel(recipe: Path | None, overrides: Sequence[str], out: Path | None, resume_dir: Path | None,
+                       executor: str | None) -> None:
+    """One run trained data-parallel by the processes torchrun started (this is one of them);
+    rank 0 writes the run directory and prints (:mod:`bbvi_kit.distributed`)."""
+    from bbvi_kit import distributed
+    from bbvi_kit.runner import run_plan
+    from bbvi_kit.sweep import load_plan
+
+    if resume_dir is not None or executor is not None:
+        raise click.UsageError("under torchrun, bbvi-kit run trains one run data-parallel: no --resume or --executor")
+    if recipe is None:
+        raise click.UsageError("Missing argument 'RECIPE'.")
+    plan = load_plan(recipe, overrides)
+    if plan.is_sweep:
+        raise click.UsageError("under torchrun, bbvi-kit run trains one run data-parallel: give a recipe without "
+                               "training.seeds or sweep (or run the sweep with --executor)")
+    parallel = distributed.from_environment()
+    try:
+        history = run_plan(plan, out).history
+    except BaseException:
+        distributed.shutdown(wait=False)
+        raise
+    distributed.shutdown()
+    if parallel is None or parallel.writes:
+        assert history is not None
+        _run_done(history)
 
 
 def _run_done(history) -> None:  # type: ignore[no-untyped-def]

@@ -49,7 +49,7 @@ from bbvi_kit.pass_state import PassState
 from bbvi_kit.plugin import PluginOptions
 from bbvi_kit.runs import RunDirectory
 from bbvi_kit.step_log import NonFiniteAtFlush, StepLog, StepResult, nonfinite_message
-from bbvi_kit import rng_state
+from bbvi_kit import distributed, rng_state
 
 
 class TrainingOptions(PluginOptions):
@@ -327,7 +327,7 @@ class Trainer:
         else:
             self.optimizer = self.optimizer_plugin.build(self.parameters)
 
-    def _train_step(self, args: tuple, epoch: int, *, validate: bool) -> StepResult:
+    def _train_step(self, args: tuple, epoch: int, *, validate: bool, share: float | None = None) -> StepResult:
         """One update on the batch ``args`` (already on the device): surrogate loss, backward,
         squared gradient norms (before clipping), then the optimizer step with the scheduled step
         size, unless the loss or gradient is not finite.
@@ -341,30 +341,40 @@ class Trainer:
         torch's argument checks off for the step (``True`` leaves them as Pyro's global setting
         has them): each is a host synchronisation, and NaNs are caught by the finiteness check
         anyway. Nothing of the step's traces outlives the call.
+
+        ``share`` (data-parallel training, :mod:`bbvi_kit.distributed`) is this rank's part
+        n_r / n of the global batch: the surrogate is weighted by it, and the gradients and the
+        loss are summed over the ranks before the norms are taken, so that every rank holds the
+        global gradient and makes the same update.
         """
         opts = self.training
         at_flush = self._check_at_flush and self.optimizer is not None
         before = PassState(self) if opts.on_nonfinite == "skip" and self.optimizer is not None else None
         refused: RefusedValueError | None = None
-        try:
-            with contextlib.nullcontext() if validate else pyro.validation_enabled(False):
-                result = self._step_loss(args, epoch)
-        except RefusedValueError as exc:
-            if opts.on_nonfinite == "stop" or self.optimizer is None:
-                raise
-            result, refused = None, exc
+        result = None
+        if share != 0.0:  # (an empty shard of a last, small batch computes nothing)
+            try:
+                with contextlib.nullcontext() if validate else pyro.validation_enabled(False), \
+                        distributed.step_reductions(share is not None):
+                    result = self._step_loss(args, epoch)
+            except RefusedValueError as exc:
+                if opts.on_nonfinite == "stop" or self.optimizer is None:
+                    raise
+                refused = exc
         if self.optimizer is None:
             self._setup_parameters(result)
         assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=True)
         if result is not None:
-            result.surrogate.backward()
+            (result.surrogate if share is None else result.surrogate * share).backward()
             loss = result.loss.detach()
             del result  # the traces and their tensors, before the next step allocates its own
-            norms = squared_grad_norms(self.groups)
-        else:  # the model or guide refused a value: no loss, no gradient, recorded as NaN
-            loss = torch.full((), math.nan, device=self.device)
-            norms = {g: loss for g in ("total", *self.groups)}
+        else:  # refused, or an empty shard: no loss (NaN when refused), no gradient
+            loss = torch.full((), math.nan if refused is not None else 0.0, device=self.device)
+        if share is not None:
+            loss = self._sum_over_ranks(loss * share)
+        norms = squared_grad_norms(self.groups) if refused is None or share is not None else \
+            {g: loss for g in ("total", *self.groups)}
         lr = self.optimizer_plugin.lr * self.schedule.factor(self.step, epoch)
         finite = torch.isfinite(loss) & torch.isfinite(norms["total"])
         if at_flush and refused is None:
@@ -381,6 +391,15 @@ class Trainer:
         if before is not None:
             before.restore()
         return StepResult(loss, norms, lr, problem)
+
+    def _sum_over_ranks(self, loss: torch.Tensor) -> torch.Tensor:
+        """Sum every gradient (missing ones as zeros) and ``loss`` over the ranks, in place."""
+        for p in self.parameters:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        total = loss.reshape(1).clone()
+        distributed.all_reduce_sum([*(p.grad for p in self.parameters), total])
+        return total[0]
 
     def _update(self, lr: float, skip_if: torch.Tensor | None = None) -> None:
         """Clip (``training.grad_clip``), set the step size and step; ``skip_if`` (a 0-d bool
@@ -482,13 +501,19 @@ class Trainer:
         checkpoint, see :meth:`RunDirectory.restore_logs`).
         """
         opts = self.training
-        pyro.set_rng_seed(opts.seed)
+        parallel = distributed.current()
+        if parallel is not None and opts.batch_size < parallel.world:
+            raise InputError(f"training.batch_size {opts.batch_size} is smaller than the {parallel.world} "
+                             "data-parallel processes that share each batch")
+        writes = parallel is None or parallel.writes
+        pyro.set_rng_seed(opts.seed + (parallel.rank * distributed.RANK_SEED_STRIDE if parallel else 0))
         for m in self.modules:
             m.to(self.device)
             m.train()
-        generator = torch.Generator().manual_seed(opts.seed)
+        generator = torch.Generator().manual_seed(opts.seed)  # the batch order: the same on every rank
         loader = batch_loader(train_data, opts.batch_size, shuffle=True, generator=generator,
-                              num_workers=opts.num_workers, pin_memory=self.device.type == "cuda")
+                              num_workers=opts.num_workers, pin_memory=self.device.type == "cuda",
+                              shard=(parallel.rank, parallel.world) if parallel else None)
         per_epoch = len(loader)
         if per_epoch == 0:
             raise TrainingError("the training set is empty")
@@ -536,7 +561,7 @@ class Trainer:
 
         def do_eval(epoch: int) -> None:
             nonlocal last_eval_step
-            if test_data is None or last_eval_step == self.step:
+            if test_data is None or last_eval_step == self.step or not writes:
                 return
             flush()
             row = {"step": self.step, "epoch": epoch, **self.evaluate(test_data, seed=opts.seed + self.step)}
@@ -554,7 +579,7 @@ class Trainer:
 
         def diagnose(epoch: int, evaluating: bool) -> None:
             due = [(name, d) for name, d in self.diagnostics.items() if (d.options.every is None) == evaluating
-                   and d.due(self.step, evaluating=evaluating, last=self.step == total)]
+                   and d.due(self.step, evaluating=evaluating, last=self.step == total) and writes]
             if due:
                 flush()  # a step found non-finite at flush stops the run before anything measures it
             for name, diagnostic in due:
@@ -582,8 +607,8 @@ class Trainer:
             state["logs"] = run.log_sizes()
             checkpoints.save(state, self.step)
 
-        bar = tqdm(total=total, initial=self.step, disable=not opts.progress, unit="it", dynamic_ncols=True,
-                   leave=True)
+        bar = tqdm(total=total, initial=self.step, disable=not (opts.progress and writes), unit="it",
+                   dynamic_ncols=True, leave=True)
         resuming = resume is not None
         first_step = True
         try:
@@ -599,7 +624,12 @@ class Trainer:
                     self.step += 1
                     batch_index += 1
                     args = _to_device(as_args(batch), self.device)
-                    step = self._train_step(args, epoch, validate=opts.validation == "every_step" or first_step)
+                    share = None
+                    if parallel is not None:  # this rank's part of the global batch
+                        global_size = min(opts.batch_size, len(train_data) - (batch_index - 1) * opts.batch_size)
+                        share = len(args[0]) / global_size
+                    step = self._train_step(args, epoch, validate=opts.validation == "every_step" or first_step,
+                                            share=share)
                     first_step = False
                     if not log.groups:
                         log.groups[:] = list(self.groups)

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 import pyro
 import yaml
 
+from bbvi_kit import distributed
 from bbvi_kit.data.base import DataSplits
 from bbvi_kit.engine import History, Trainer, count_parameters
 from bbvi_kit.checkpoint import Checkpoints
@@ -348,8 +349,14 @@ def run_plan(
     if not plan.is_sweep:
         (planned,) = plan.runs
         model = build_model(planned.recipe, data_of(planned))
+        parallel = distributed.current()
+        if parallel is not None and not parallel.writes:  # a data-parallel replica: rank 0 writes the run
+            trainer = _make_trainer(planned.recipe, model, None)
+            history = trainer.fit(data_of(planned).train, data_of(planned).test)
+            return PlanResult(path=root, history=history)
         run = RunDirectory.create(root, planned.recipe.name)
-        history = train_into(planned.recipe, run, data_of(planned), model, point={}, point_label="")
+        extra = {"data_parallel": {"world_size": parallel.world}} if parallel is not None else {}
+        history = train_into(planned.recipe, run, data_of(planned), model, point={}, point_label="", **extra)
         return PlanResult(path=run.path, rows=[_summary_row(planned, run.path.name, "completed", history, "")],
                           history=history)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -111,17 +113,24 @@ def test_a_preempted_ray_task_is_resubmitted_and_goes_on_from_its_checkpoint(
 
 
 def test_a_sweep_whose_worker_died_is_finished_by_resume_with_an_executor(
-    tmp_path: Path, cli_run: Callable, local_reference: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, local_reference: dict[str, Any]
 ) -> None:
+    """Every worker process dies at its step 6 (SIGKILL); ``--resume --executor local`` then
+    finishes every run from its checkpoint. (In subprocesses: the fault plugin, once imported
+    with the variable set, would kill whatever process trains next.)"""
     recipe = write_recipe(tmp_path)
-    monkeypatch.setenv("BBVI_TEST_KILL_AT_STEP", "6")  # every worker process dies at its step 6
-    code, out, err = cli_run(["run", recipe, "--executor", "local", "--workers", "2", "--out", tmp_path / "runs"])
-    assert code == 1, err
-    assert "the worker process running it died" in err and "--resume finishes it" in err
+
+    def bbvi(*args: object, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bbvi_kit", *map(str, args)], cwd=tmp_path, text=True,
+                              capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1", **env}, timeout=300)
+
+    done = bbvi("run", recipe, "--executor", "local", "--workers", "2", "--out", tmp_path / "runs",
+                BBVI_TEST_KILL_AT_STEP="6")
+    assert done.returncode == 1, done.stderr
+    assert "the worker process running it died" in done.stderr and "--resume finishes it" in done.stderr
     sweep = sweep_dir(tmp_path / "runs")
-    monkeypatch.delenv("BBVI_TEST_KILL_AT_STEP")
-    code, out, err = cli_run(["run", "--resume", sweep, "--executor", "local", "--workers", "2"])
-    assert code == 0, err
+    done = bbvi("run", "--resume", sweep, "--executor", "local", "--workers", "2")
+    assert done.returncode == 0, done.stderr
     assert outputs(sweep) == local_reference
 
 

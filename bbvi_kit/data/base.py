@@ -95,6 +95,7 @@ def batch_loader(
     generator: torch.Generator | None = None,
     num_workers: int = 0,
     pin_memory: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> Iterable[Any]:
     """Mini-batches of ``dataset`` in a reproducible order (an iterable with ``len``).
 
@@ -106,11 +107,13 @@ def batch_loader(
     processes (at most one per available CPU). The order is drawn in the main process either way,
     so neither the dataset's type nor the workers change a run. ``pin_memory`` puts each batch in
     page-locked memory, so that copying it to a GPU (``non_blocking``) does not wait for the GPU.
+    ``shard=(rank, world)`` yields only this rank's part of every batch (data-parallel training,
+    :mod:`bbvi_kit.distributed`); only those examples are loaded.
     """
     num_workers = min(num_workers, available_cpus())
     per_example = not isinstance(dataset, TensorDataset)
     batches = EpochBatches(len(dataset), batch_size, generator=generator if shuffle else None,
-                           as_lists=per_example)
+                           as_lists=per_example, shard=shard)
     if not per_example:
         return TensorBatches(dataset, batches, pin_memory=pin_memory)
     # DataLoader draws a seed for its workers from this generator at every epoch; without it, it
@@ -123,7 +126,8 @@ def batch_loader(
 
 class EpochBatches(Sampler[Any]):
     """The index batches of one epoch at a time: a permutation of ``range(n)`` drawn from
-    ``generator`` (``None``: in order), cut into batches of ``batch_size``.
+    ``generator`` (``None``: in order), cut into batches of ``batch_size`` (and, with
+    ``shard=(rank, world)``, each batch into ``world`` parts of which this rank's is yielded).
 
     The next epoch can start after its first ``k`` batches (:meth:`skip_next_epoch`, a resumed
     run): the permutation is still drawn, so the order and the generator's state afterwards are
@@ -131,8 +135,10 @@ class EpochBatches(Sampler[Any]):
     or lists of ints (``as_lists``) for a per-example ``DataLoader``.
     """
 
-    def __init__(self, n: int, batch_size: int, *, generator: torch.Generator | None, as_lists: bool) -> None:
+    def __init__(self, n: int, batch_size: int, *, generator: torch.Generator | None, as_lists: bool,
+                 shard: tuple[int, int] | None = None) -> None:
         self.n, self.batch_size, self.generator, self.as_lists = n, batch_size, generator, as_lists
+        self.shard = shard
         self._skip = 0
 
     def skip_next_epoch(self, count: int) -> None:
@@ -149,6 +155,9 @@ class EpochBatches(Sampler[Any]):
             order = torch.arange(self.n)
         for start in range(skip * self.batch_size, self.n, self.batch_size):
             batch = order[start:start + self.batch_size]
+            if self.shard is not None:
+                rank, world = self.shard
+                batch = torch.tensor_split(batch, world)[rank]
             yield batch.tolist() if self.as_lists else batch
 
 

@@ -8,6 +8,7 @@ import torch
 from pydantic import Field
 
 from bbvi_kit.estimators._particles import Particles
+from bbvi_kit.distributed import global_mean
 from bbvi_kit.estimators.base import Estimator, SurrogateLoss
 from bbvi_kit.objectives.base import Objective
 from bbvi_kit.plugin import PluginOptions
@@ -66,7 +67,7 @@ class ScoreFunction(Estimator):
             signal = signal - objective.leave_one_out(log_w.detach())
         elif baseline == "running_mean":
             # The baseline only ever holds past steps' signals, so it is independent of z.
-            current = signal.mean()
+            current = global_mean(signal)  # over every rank's examples in data-parallel training
             if self._running_mean is None:
                 self._running_mean = current
             else:
