@@ -1,5 +1,5 @@
 """Sweeps on executors: a local process pool and a real local Ray instance (2 CPUs) run the same
-4-run sweep into the same run directories, point for point; a worker that dies is resubmitted
+4-point sweep into the same run directories, point for point; a worker that dies is resubmitted
 (Ray) or the sweep is resumed (``--resume --executor``), and the runs go on from their last
 checkpoints to the values of an uninterrupted sweep."""
 
@@ -30,11 +30,11 @@ RECIPE = {
     "model": {"name": "gaussian_vae", "latent_dim": 2, "hidden": [16]},
     "data": {"name": "digits"},
     "optimizer": {"name": "adam", "lr": 3e-3},
-    "training": {"batch_size": 256, "epochs": 2, "seeds": [0, 1], "device": "cpu", "progress": False,
+    "training": {"batch_size": 256, "epochs": 2, "seeds": [0], "device": "cpu", "progress": False,
                  "checkpoint_every": 4},
-    "sweep": {"objective.num_particles": [1, 3]},
+    "sweep": {"objective.num_particles": [1, 2, 3, 4]},
 }
-FOLDERS = ["p00-K=1-seed0", "p00-K=1-seed1", "p01-K=3-seed0", "p01-K=3-seed1"]
+FOLDERS = ["p00-K=1-seed0", "p01-K=2-seed0", "p02-K=3-seed0", "p03-K=4-seed0"]
 
 
 def write_recipe(folder: Path) -> Path:
@@ -139,6 +139,7 @@ def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path: Path, cli_r
     first step in the worker; the sweep records them and finishes the others (exit code 1)."""
     recipe = write_recipe(tmp_path)
     data = yaml.safe_load(recipe.read_text())
+    data["training"]["seeds"] = [0, 1]
     data["sweep"] = {"model.decoder_scale": [1e-30, 0.1]}
     recipe.write_text(yaml.safe_dump(data))
     code, _, err = cli_run(["run", recipe, "--executor", "local", "--workers", "2", "--out", tmp_path / "runs"])
