@@ -524,7 +524,7 @@ class Trainer:
         history.run_dir = str(run.path) if run else None
         checkpoints = Checkpoints(run.path, opts.keep_checkpoints) if run is not None and opts.keep_checkpoints else None
         log = StepLog(self.device, list(self.groups), stop_on_nonfinite=opts.on_nonfinite == "stop",
-                      max_skips=opts.max_nonfinite_skips, record_skips=opts.on_nonfinite == "skip")
+                      max_skips=opts.max_nonfinite_skips)
         eval_every = opts.eval_every
         last_eval_step = -1
         epoch, batch_index, elapsed = 0, 0, 0.0

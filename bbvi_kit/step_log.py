@@ -57,7 +57,6 @@ class StepLog:
     groups: list[str]
     stop_on_nonfinite: bool
     max_skips: int
-    record_skips: bool  # write the skipped_steps column
     grad_norm_sq_sum: torch.Tensor = field(init=False)
     good_steps: torch.Tensor = field(init=False)
     skipped_steps: torch.Tensor = field(init=False)
@@ -128,7 +127,7 @@ class StepLog:
             row.update(zip(["loss", "grad_norm_sq", "grad_norm_sq_avg", *(f"grad_norm_sq_{g}" for g in self.groups)],
                            vals[:-1]))
             row["lr"] = pending.head["lr"]
-            if self.record_skips:
+            if not self.stop_on_nonfinite:  # skipping: the skipped_steps column
                 row["skipped_steps"] = int(vals[-1])
             row["time"] = pending.head["time"]
             out.append(row)

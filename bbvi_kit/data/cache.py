@@ -74,7 +74,6 @@ def build_cache(
     *,
     what: str,
     num_workers: int = 0,
-    progress: bool = True,
 ) -> ImageTensorDataset:
     """Decode every item of ``decoded`` (each ``(uint8 image,)``) into the cache at ``stem``
     (see the module docstring) and return it memory-mapped. ``what`` names the dataset in
@@ -85,8 +84,7 @@ def build_cache(
     tmp = data.with_name(f".{data.name}.tmp-{os.getpid()}")
     size_gb = math.prod(shape) / 1e9
     # shown on a terminal only (disable=None), so that logs and captured output stay clean
-    bar = tqdm(total=n, unit="img", desc=f"caching {what} ({size_gb:.2g} GB)", disable=None if progress else True,
-               leave=False)
+    bar = tqdm(total=n, unit="img", desc=f"caching {what} ({size_gb:.2g} GB)", disable=None, leave=False)
     try:
         stem.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
