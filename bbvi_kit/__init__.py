@@ -11,7 +11,7 @@ from bbvi_kit.data import DataInfo, DatasetPlugin, DataSplits
 from bbvi_kit.diagnostics import Diagnostic, DiagnosticContext, DiagnosticOptions
 from bbvi_kit.engine import History, Trainer, TrainingOptions
 from bbvi_kit.errors import BBVIError, InputError, TrainingError
-from bbvi_kit.estimators import Estimator, Pathwise, ScoreFunction
+from bbvi_kit.estimators import Auto, Estimator, Pathwise, ScoreFunction
 from bbvi_kit.loss import BBVILoss
 from bbvi_kit.model import BBVIModel
 from bbvi_kit.nn import activations as _activations  # noqa: F401  (registers activation plugins)
@@ -33,6 +33,7 @@ __all__ = [
     "__version__",
     "Adam",
     "AdamW",
+    "Auto",
     "BBVIError",
     "BBVILoss",
     "BBVIModel",

@@ -39,12 +39,14 @@ from bbvi_kit.data.base import as_args, batch_loader, skip_next_epoch
 from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, run_diagnostic
 from bbvi_kit.diagnostics.gradients import squared_grad_norms
 from bbvi_kit.errors import BBVIError, InputError, OutputError, TrainingError
+from bbvi_kit.estimators._examples import ExamplesSpec
+from bbvi_kit.estimators.auto import Auto
 from bbvi_kit.estimators.base import Estimator
-from bbvi_kit.estimators.score import ScoreFunction
 from bbvi_kit.loss import BBVILoss
 from bbvi_kit.objectives.base import Objective
 from bbvi_kit.objectives.elbo import ELBO
 from bbvi_kit.optim import Constant, OptimizerPlugin, Schedule
+from bbvi_kit.parameters import GroupsFn, ParameterGroups
 from bbvi_kit.pass_state import PassState
 from bbvi_kit.plugin import PluginOptions
 from bbvi_kit.runs import RunDirectory
@@ -166,12 +168,15 @@ class Trainer:
         schedule: step-size schedule (default constant).
         training: batch size, epochs, seed, device, recording and evaluation frequency.
         parameter_groups: optional callable returning named groups of parameters (e.g. a model
-            plugin's ``parameter_groups``); by default parameters are found on the first step —
-            the guide's (param sites and ``nn.Module`` parameters) form ``phi``, the model's
-            ``theta``.
+            plugin's ``parameter_groups``); by default the groups follow the traces on every step
+            (see :mod:`bbvi_kit.parameters`): what the guide uses is ``phi``, what only the model
+            uses ``theta``, and a parameter created after the first step joins the optimizer then.
         modules: ``nn.Module``s to move to the device and switch between train and eval mode
             (model/guide that are modules or bound methods of one are found automatically).
         max_plate_nesting: batch dims used by the model's plates; guessed when ``None``.
+        examples: what per-example values divide by: ``None`` (the data plate, the outermost plate
+            around every observed site), a plate name, or a number (see
+            :mod:`bbvi_kit.estimators._examples`); written to ``run.json`` as ``examples``.
         reference: exact values of evaluation columns (e.g. ``{"train_loss": exact pPCA negative
             log-likelihood}``); each evaluation then also records ``<column>_gap`` = value - exact.
         diagnostics: named :class:`~bbvi_kit.diagnostics.Diagnostic` plugins, measured when due
@@ -196,9 +201,10 @@ class Trainer:
         optimizer: OptimizerPlugin,
         schedule: Schedule | None = None,
         training: TrainingOptions | None = None,
-        parameter_groups: Callable[[], dict[str, list[torch.Tensor]]] | None = None,
+        parameter_groups: GroupsFn | None = None,
         modules: Iterable[nn.Module] = (),
         max_plate_nesting: int | None = None,
+        examples: ExamplesSpec = None,
         reference: Mapping[str, float] | None = None,
         diagnostics: Mapping[str, Diagnostic] | None = None,
     ) -> None:
@@ -210,7 +216,6 @@ class Trainer:
         self.schedule = schedule or Constant()
         self.training = training or TrainingOptions()
         self.device = resolve_device(self.training.device)
-        self._parameter_groups = parameter_groups
         self.reference = dict(reference or {})
         self.diagnostics = dict(diagnostics or {})
         self.modules: list[nn.Module] = list(modules)
@@ -218,11 +223,12 @@ class Trainer:
             owner = _owner_module(fn)
             if owner is not None and all(owner is not m for m in self.modules):
                 self.modules.append(owner)
-        self.loss = BBVILoss(model, guide, objective, estimator, max_plate_nesting)
-        # Evaluation needs values only: samples drawn without a gradient path work for any guide,
-        # discrete latents included.
-        self.eval_loss = BBVILoss(model, guide, ELBO(num_particles=1), ScoreFunction(), max_plate_nesting)
-        self.eval_objective = BBVILoss(model, guide, objective, ScoreFunction(), max_plate_nesting)
+        self.param_groups = ParameterGroups(self.modules, parameter_groups)
+        self.loss = BBVILoss(model, guide, objective, estimator, max_plate_nesting, examples)
+        # Evaluation needs values only (it runs without gradients): the auto estimator serves any
+        # guide, discrete latents and point estimates included.
+        self.eval_loss = BBVILoss(model, guide, ELBO(num_particles=1), Auto(), max_plate_nesting, examples)
+        self.eval_objective = BBVILoss(model, guide, objective, Auto(), max_plate_nesting, examples)
         self._check_at_flush = self._decide_check(self.training.nonfinite_check)
         self.optimizer: torch.optim.Optimizer | None = None
         self.groups: dict[str, list[torch.Tensor]] = {}
@@ -239,35 +245,6 @@ class Trainer:
                 f"(adam, adamw, sgd); {type(self.optimizer_plugin).__name__} has none"
             )
         return mode == "at_flush" or (mode == "auto" and fused and self.device.type == "cuda")
-
-    # -- parameters -------------------------------------------------------------------------
-    def _discover_groups(self, model_trace: Any, guide_trace: Any) -> dict[str, list[torch.Tensor]]:
-        if self._parameter_groups is not None:
-            groups = self._parameter_groups()
-        else:
-            groups = {"phi": [], "theta": []}
-            for name, trace, fn in (("phi", guide_trace, self.guide), ("theta", model_trace, self.model)):
-                for site in trace.nodes.values():
-                    if site["type"] == "param":
-                        groups[name].append(site["value"].unconstrained())
-                owner = _owner_module(fn)
-                if owner is not None:
-                    groups[name].extend(owner.parameters())
-        # A parameter can be reached twice (an autoguide's param site and its module parameter):
-        # each must be stepped and counted once, in the first group that names it.
-        seen: set[int] = set()
-        unique: dict[str, list[torch.Tensor]] = {}
-        for name, params in groups.items():
-            kept = []
-            for p in params:
-                if p.requires_grad and id(p) not in seen:
-                    seen.add(id(p))
-                    kept.append(p)
-            if kept:
-                unique[name] = kept
-        if not unique:
-            raise TrainingError("the model and guide have no trainable parameters")
-        return unique
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, dataset: Dataset, seed: int, split: str = "test") -> dict[str, float]:
@@ -319,13 +296,24 @@ class Trainer:
 
     def _setup_parameters(self, result: Any) -> None:
         """Find the parameter groups from the first step's traces and build the optimizer."""
-        trace = result.particles
-        self.groups = self._discover_groups(trace.model_trace, trace.guide_trace)
-        self.parameters = [p for params in self.groups.values() for p in params]
+        self.param_groups.update(result.particles.model_trace, result.particles.guide_trace)
+        self.groups = self.param_groups.groups
+        self.parameters = self.param_groups.parameters
+        self.optimizer = self._build_optimizer(self.parameters)
+
+    def _build_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
         if self._check_at_flush:
-            self.optimizer = self.optimizer_plugin.build(self.parameters, fused=True)
-        else:
-            self.optimizer = self.optimizer_plugin.build(self.parameters)
+            return self.optimizer_plugin.build(params, fused=True)
+        return self.optimizer_plugin.build(params)
+
+    def _join_new_parameters(self, result: Any) -> None:
+        """Parameters this step's traces use for the first time join their group and the
+        optimizer (as a new parameter group with the optimizer's defaults)."""
+        assert self.optimizer is not None
+        new = self.param_groups.update(result.particles.model_trace, result.particles.guide_trace)
+        if new:
+            self.optimizer.add_param_group({"params": new})
+            self.parameters.extend(new)
 
     def _train_step(self, args: tuple, epoch: int, *, validate: bool, share: float | None = None) -> StepResult:
         """One update on the batch ``args`` (already on the device): surrogate loss, backward,
@@ -363,6 +351,8 @@ class Trainer:
                 refused = exc
         if self.optimizer is None:
             self._setup_parameters(result)
+        elif result is not None:
+            self._join_new_parameters(result)
         assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=True)
         if result is not None:
@@ -420,14 +410,17 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The trainer's own state: parameters (in group order), module buffers, optimizer,
-        estimator and diagnostic state, every RNG state and the step. :meth:`fit` adds the
-        loop's position and running sums when it writes a checkpoint."""
+        """The trainer's own state: parameters by key (see :mod:`bbvi_kit.parameters`) with the
+        keys of each group and of each optimizer parameter group, module buffers, optimizer,
+        estimator and diagnostic state, every RNG state and the step. :meth:`fit` adds the loop's
+        position and running sums when it writes a checkpoint."""
         assert self.optimizer is not None, "state_dict before the first step"
+        keys = self.param_groups.keys
         return {
             "step": self.step,
-            "group_sizes": {name: [list(p.shape) for p in params] for name, params in self.groups.items()},
-            "parameters": [p.detach().cpu().clone() for p in self.parameters],
+            "parameter_keys": self.param_groups.key_lists(),
+            "optimizer_keys": [[keys[id(p)] for p in g["params"]] for g in self.optimizer.param_groups],
+            "parameters": {keys[id(p)]: p.detach().cpu().clone() for p in self.parameters},
             "buffers": [{k: b.detach().cpu().clone() for k, b in m.named_buffers()} for m in self.modules],
             "optimizer": self.optimizer.state_dict(),
             "estimator": _to_device_tree(self.loss.estimator.state_dict(), torch.device("cpu")),
@@ -438,32 +431,54 @@ class Trainer:
 
     def restore(self, state: Mapping[str, Any], train_data: Dataset) -> None:
         """Restore a checkpoint's :meth:`state_dict` before :meth:`fit` resumes from it (``fit``
-        calls this itself when it was not done); its first training batch (in data order)
-        creates the parameters. A state that does not fit this model is an :class:`InputError`."""
+        calls this itself when it was not done); passes over the training batches (in data order)
+        create the parameters. A state that does not fit this model is an :class:`InputError`."""
         for m in self.modules:  # the optimizer's state is loaded onto the parameters' device
             m.to(self.device)
-        first = next(iter(batch_loader(train_data, self.training.batch_size, shuffle=False)))
-        self.load_state_dict(state, as_args(first))
+        batches = (as_args(b) for b in batch_loader(train_data, self.training.batch_size, shuffle=False))
+        self.load_state_dict(state, batches)
 
-    def load_state_dict(self, state: Mapping[str, Any], example_args: tuple) -> None:
-        """Restore :meth:`state_dict`. The parameters are created first by one pass of the loss
-        on ``example_args`` (Pyro creates ``pyro.param`` sites lazily); that pass's random draws
-        and side effects are then overwritten. A state that does not fit this model is an
-        :class:`InputError`."""
+    def load_state_dict(self, state: Mapping[str, Any], batches: Iterable[tuple]) -> None:
+        """Restore :meth:`state_dict`. The parameters are created first by passes of the loss on
+        ``batches`` (Pyro creates ``pyro.param`` sites lazily): one, or as many as it takes for
+        every parameter of the checkpoint to exist (a per-item parameter appears with its item).
+        Those passes' random draws and side effects are then overwritten. A state that does not
+        fit this model is an :class:`InputError`."""
+        saved_groups: dict[str, list[str]] = state.get("parameter_keys") or {}
+        wanted = {k for keys in saved_groups.values() for k in keys}
+        batch_iter = iter(batches)
         try:
-            result = self._step_loss(_to_device(example_args, self.device), 0)
+            for i, args in enumerate(batch_iter):
+                result = self._step_loss(_to_device(args, self.device), 0)
+                if i == 0:
+                    self._setup_parameters(result)
+                else:
+                    self.param_groups.update(result.particles.model_trace, result.particles.guide_trace)
+                del result
+                if wanted <= set(self.param_groups.keys.values()):
+                    break
         except TrainingError as exc:
             raise InputError(f"cannot rebuild the parameters to resume: {exc}") from None
-        self._setup_parameters(result)
-        assert self.optimizer is not None
-        self.optimizer.zero_grad(set_to_none=True)
-        expected = {name: [list(p.shape) for p in params] for name, params in self.groups.items()}
-        if state.get("group_sizes") != expected:
-            raise InputError("the checkpoint's parameters do not match this model (different groups or shapes)")
+        by_key = {self.param_groups.keys[id(p)]: p for p in self.param_groups.parameters}
+        if "parameter_keys" not in state:
+            state, saved_groups = self._keyed(state), self.param_groups.key_lists()
+        found = {name: set(keys) for name, keys in self.param_groups.key_lists().items()}
+        if found != {name: set(keys) for name, keys in saved_groups.items()}:
+            raise InputError("the checkpoint's parameters do not match this model (different groups or parameters)")
         try:
+            for name, keys in saved_groups.items():  # the checkpoint's order: the run's order of appearance
+                self.groups[name][:] = [by_key[k] for k in keys]
+            self.parameters = self.param_groups.parameters
+            optimizer_keys = state["optimizer_keys"]
+            self.optimizer = self._build_optimizer([by_key[k] for k in optimizer_keys[0]])
+            for keys in optimizer_keys[1:]:
+                self.optimizer.add_param_group({"params": [by_key[k] for k in keys]})
             with torch.no_grad():
-                for p, saved in zip(self.parameters, state["parameters"], strict=True):
-                    p.copy_(saved)
+                for key, saved in state["parameters"].items():
+                    if by_key[key].shape != saved.shape:
+                        raise ValueError(f"parameter {key} has shape {list(saved.shape)} in the checkpoint, "
+                                         f"{list(by_key[key].shape)} here")
+                    by_key[key].copy_(saved)
                 for m, buffers in zip(self.modules, state["buffers"], strict=True):
                     own = dict(m.named_buffers())
                     if set(own) != set(buffers):
@@ -479,8 +494,20 @@ class Trainer:
                 diagnostic.load_state_dict(_to_device_tree(saved_diagnostics[name], self.device), self)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise InputError(f"the checkpoint does not fit this run: {type(exc).__name__}: {exc}") from None
+        self.optimizer.zero_grad(set_to_none=True)
         self.step = int(state["step"])
         rng_state.restore(state["rng"])
+
+    def _keyed(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """A checkpoint of bbvi-kit 0.1 (parameters as one list in group order, one optimizer
+        parameter group) in today's keyed form, if its groups have this model's shapes."""
+        keys = self.param_groups.key_lists()
+        sizes = {name: [list(p.shape) for p in params] for name, params in self.groups.items()}
+        if state.get("group_sizes") != sizes:
+            raise InputError("the checkpoint's parameters do not match this model (different groups or shapes)")
+        order = [k for group in keys.values() for k in group]
+        return {**state, "parameter_keys": keys, "optimizer_keys": [order],
+                "parameters": dict(zip(order, state["parameters"], strict=True))}
 
     # -- the loop ---------------------------------------------------------------------------
     def fit(
@@ -630,6 +657,8 @@ class Trainer:
                         share = len(args[0]) / global_size
                     step = self._train_step(args, epoch, validate=opts.validation == "every_step" or first_step,
                                             share=share)
+                    if first_step and run is not None and writes and self.loss.examples is not None:
+                        run.update_info(examples=self.loss.examples.as_dict())
                     first_step = False
                     if not log.groups:
                         log.groups[:] = list(self.groups)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
-from bbvi_kit.estimators._particles import guess_max_plate_nesting, trace_particles
+from bbvi_kit import rng_state
+from bbvi_kit.errors import InputError
+from bbvi_kit.estimators._examples import Examples, ExamplesSpec, warn_if_per_batch
+from bbvi_kit.estimators._particles import Particles, guess_max_plate_nesting, trace_particles
 from bbvi_kit.estimators.base import Estimator, SurrogateLoss
 from bbvi_kit.objectives.base import Objective
 
@@ -15,11 +19,17 @@ class BBVILoss:
     Each call draws K = ``objective.num_particles`` particles in one vectorised pass, computes
     the per-example log weights and lets the estimator build the surrogate. The loss it reports
     is the negative bound in nats per example (the sum over the batch divided by the number of
-    examples), so values and gradient norms are comparable across batch sizes; Pyro's own
-    ``Trace_ELBO`` reports the sum over the batch instead.
+    examples, see :mod:`bbvi_kit.estimators._examples`), so values and gradient norms are
+    comparable across batch sizes; Pyro's own ``Trace_ELBO`` reports the sum over the batch.
 
-    ``max_plate_nesting`` is guessed from one trace of model and guide on the first call unless
-    given (the guess does not consume the random stream).
+    The first call checks the pair as Pyro's ELBOs do under validation (model and guide shapes
+    agree at every site; each site's shape matches its plates), refuses what the estimator cannot
+    serve in one line naming the site, and finds out whether the model broadcasts over the
+    leftmost particle dimension; where it does not, the K particles are drawn in a loop of K
+    passes from then on (a warning names the site). ``max_plate_nesting`` is guessed on that
+    call unless given (the guess does not consume the random stream).
+
+    ``examples`` chooses the divisor: ``None`` (the data plate, found), a plate name or a number.
     """
 
     def __init__(
@@ -29,6 +39,7 @@ class BBVILoss:
         objective: Objective,
         estimator: Estimator,
         max_plate_nesting: int | None = None,
+        examples: ExamplesSpec = None,
     ) -> None:
         estimator.check(objective)
         self.model = model
@@ -36,18 +47,48 @@ class BBVILoss:
         self.objective = objective
         self.estimator = estimator
         self.max_plate_nesting = max_plate_nesting
+        self.examples_spec = examples
+        self.examples: Examples | None = None  # found on the first call
+        self.vectorise = True
+        self._checked = False
 
-    def __call__(self, *args: Any, **kwargs: Any) -> SurrogateLoss:
+    def particles(self, *args: Any, **kwargs: Any) -> Particles:
+        """The particles of one pass (checked on the first call; see the class docstring)."""
         if self.max_plate_nesting is None:
             self.max_plate_nesting = guess_max_plate_nesting(self.model, self.guide, args, kwargs)
-        particles = trace_particles(
-            self.model,
-            self.guide,
-            args,
-            kwargs,
-            num_particles=self.objective.num_particles,
-            max_plate_nesting=self.max_plate_nesting,
-            latent_scale=self.objective.latent_scale,
-            detach_samples=not self.estimator.reparameterized,
-        )
-        return self.estimator.surrogate(self.objective, particles)
+        options = dict(num_particles=self.objective.num_particles, max_plate_nesting=self.max_plate_nesting,
+                       policy=self.estimator.site_policy(), latent_scale=self.objective.latent_scale,
+                       examples=self.examples_spec, held_log_q_in_bound=not self.objective.linear_in_log_weights)
+        if self._checked:
+            return trace_particles(self.model, self.guide, args, kwargs, vectorise=self.vectorise, **options)
+        start = rng_state.capture()
+        try:
+            particles = trace_particles(self.model, self.guide, args, kwargs, check=True, **options)
+        except (InputError, RuntimeError, ValueError) as vectorised_error:
+            if self.objective.num_particles == 1:
+                raise
+            # Does one particle work? Then the model cannot broadcast over the particle dim.
+            rng_state.restore(start)
+            trace_particles(self.model, self.guide, args, kwargs, check=True, **dict(options, num_particles=1))
+            rng_state.restore(start)  # the loop draws what Pyro's sequential particles would
+            particles = trace_particles(self.model, self.guide, args, kwargs, vectorise=False, **options)
+            self.vectorise = False
+            warnings.warn(
+                "bbvi-kit: the model does not broadcast over a leftmost particle dimension "
+                f"({_head(vectorised_error)}); its {self.objective.num_particles} particles are drawn in a loop "
+                "of single-particle passes (that many times the cost of one). Let every tensor op accept "
+                "extra leading batch dims (e.g. x @ w.T -> (x @ w.transpose(-1, -2)), .t() -> .transpose(-1, -2))",
+                UserWarning, stacklevel=2,
+            )
+        self.examples = particles.examples
+        warn_if_per_batch(particles.examples)
+        self._checked = True
+        return particles
+
+    def __call__(self, *args: Any, **kwargs: Any) -> SurrogateLoss:
+        return self.estimator.surrogate(self.objective, self.particles(*args, **kwargs))
+
+
+def _head(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__

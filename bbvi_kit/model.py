@@ -27,7 +27,9 @@ class BBVIModel(nn.Module):
       and which the decoder / model ones (``theta``); gradient norms are recorded per group.
 
     Class attributes: ``default_objective`` is the objective section used when a recipe has none;
-    ``objectives`` restricts which objectives the plugin accepts (``None``: any).
+    ``objectives`` restricts which objectives the plugin accepts (``None``: any); ``examples``
+    says what per-example values divide by (``None``: the data plate, the outermost plate around
+    every observed site; or a plate name, or a number; see :mod:`bbvi_kit.estimators._examples`).
     """
 
     class Options(PluginOptions):
@@ -35,6 +37,7 @@ class BBVIModel(nn.Module):
 
     default_objective: ClassVar[dict[str, Any]] = {"name": "elbo"}
     objectives: ClassVar[tuple[str, ...] | None] = None
+    examples: ClassVar[str | int | None] = None
 
     def __init__(self, data: DataInfo, **options: Any) -> None:
         super().__init__()

@@ -49,7 +49,7 @@ PLUGIN_SECTIONS: dict[str, str] = {
 
 
 # Default plugin of each section that has one (the objective's default comes from the model).
-_DEFAULT_PLUGINS = {"data": "digits", "estimator": "pathwise", "optimizer": "adam", "schedule": "constant"}
+_DEFAULT_PLUGINS = {"data": "digits", "estimator": "auto", "optimizer": "adam", "schedule": "constant"}
 
 
 class PluginSection(BaseModel):

@@ -90,6 +90,7 @@ def _make_trainer(recipe: Recipe, model: BBVIModel, reference: dict[str, float] 
         training=recipe.training,
         parameter_groups=model.parameter_groups,
         modules=[model],
+        examples=model.examples,
         reference=reference,
         diagnostics=recipe.diagnostic_plugins(),
     )

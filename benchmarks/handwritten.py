@@ -34,8 +34,9 @@ def log_weights(vae: GaussianVAE, x: torch.Tensor, num_particles: int, *,
     """``(log w, log q)``, both ``[K, B]``, for the batch ``x`` of the Gaussian VAE ``vae``.
 
     ``reparameterized``: z = loc + scale * eps carries gradients to the encoder (pathwise);
-    otherwise z is drawn without a gradient path (score function) and ``log q`` is the factor
-    of the score term.
+    otherwise z is drawn without a gradient path (score function), ``log q`` is the factor of
+    the score term, and it enters ``log w`` without its direct gradient (zero in expectation for
+    the ELBO, as in Pyro's ``Trace_ELBO``).
     """
     n_event = len(vae.event_shape)
     loc, scale = vae.encode(x)
@@ -57,7 +58,7 @@ def log_weights(vae: GaussianVAE, x: torch.Tensor, num_particles: int, *,
     log_px = log_px.reshape(log_px.shape[: log_px.dim() - n_event] + (-1,)).sum(-1)
     log_pz = normal_log_prob(z, torch.zeros_like(z), torch.ones_like(z)).sum(-1)
     log_q = normal_log_prob(z, loc, scale).sum(-1)
-    return log_pz + log_px - log_q, log_q
+    return log_pz + log_px - (log_q if reparameterized else log_q.detach()), log_q
 
 
 def elbo_loss(vae: GaussianVAE, x: torch.Tensor, num_particles: int = 1) -> torch.Tensor:
@@ -75,8 +76,9 @@ def iwae_loss(vae: GaussianVAE, x: torch.Tensor, num_particles: int) -> torch.Te
 
 def score_elbo_loss(vae: GaussianVAE, x: torch.Tensor, num_particles: int) -> torch.Tensor:
     """Score-function surrogate of the K-particle ELBO without baseline (REINFORCE):
-    -(1/B) sum_b [ sum_k (log w_k / K)^perp log q(z_k | x_b) + mean_k log w_k ]."""
+    -(1/B) sum_b [ mean_k log w_k + sum_k (log w_k / K)^perp log q(z_k | x_b) ], where log q enters
+    log w without its direct gradient (zero in expectation; Pyro's ``Trace_ELBO`` drops it too)."""
     log_w, log_q = log_weights(vae, x, num_particles, reparameterized=False)
     n = x.shape[0]
     signal = log_w.detach() / num_particles
-    return -((signal * log_q).sum() / n + log_w.mean(0).sum() / n)
+    return -log_w.mean(0).sum() / n - (signal * log_q).sum() / n

@@ -263,7 +263,7 @@ def test_pathwise_refuses_discrete_latents() -> None:
 
     from bbvi_kit import InputError
 
-    with pytest.raises(InputError, match="'c'.*use estimator 'score'"):
+    with pytest.raises(InputError, match="'c'.*use estimator 'auto'"):
         BBVILoss(model, guide, ELBO(), Pathwise())()
     # The score-function estimator handles it: exact gradient of E_q[log p(c) - log q(c)] = -KL.
     q = torch.sigmoid(p)

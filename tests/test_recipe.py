@@ -194,7 +194,7 @@ def test_resolved_recipe_contains_every_option_of_every_plugin(model: str, data:
     assert out["objective"] == objective  # the model's default objective, fully spelled out
     assert out["data"]["test_fraction"] == 0.2 and out["data"]["labels"] is data.get("labels", False)
     assert (out["estimator"]["name"], out["optimizer"]["name"], out["schedule"]["name"]) == (
-        "pathwise", "adam", "constant")
+        "auto", "adam", "constant")
     assert out["training"] == TrainingOptions().model_dump(mode="json")
     assert out["output"] == OutputOptions().model_dump(mode="json") == {"root": "runs"}
 

@@ -10,6 +10,7 @@ from pydantic import Field
 from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, DiagnosticOptions
 from bbvi_kit.errors import InputError
 from bbvi_kit.estimators._particles import guess_max_plate_nesting, trace_particles
+from bbvi_kit.estimators._sites import auto_mode
 from bbvi_kit.registry import register_diagnostic
 
 
@@ -82,7 +83,7 @@ class HeldOutIWAE(Diagnostic):
         while remaining > 0:
             k = min(self.options.chunk_size, remaining)
             log_w = trace_particles(model, guide, args, {}, num_particles=k, max_plate_nesting=max_plate_nesting,
-                                    detach_samples=True).log_weights
+                                    policy=auto_mode).log_weights
             if log_w.dim() < 2:
                 raise InputError("diagnostic heldout_iwae needs latents in a plate over the examples (a per-example "
                                  "log weight); this model's latents are all global")

@@ -33,6 +33,7 @@ from torch.utils.data import Dataset, TensorDataset, default_collate
 from bbvi_kit.data.base import as_args
 from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, DiagnosticOptions, preserved_training_state
 from bbvi_kit.diagnostics.full_gradient import batch_gradient, group_slices
+from bbvi_kit.parameters import ParameterGroups
 from bbvi_kit.errors import InputError
 from bbvi_kit.registry import register_diagnostic
 
@@ -69,7 +70,9 @@ def parameter_groups(trainer: "Trainer", args: tuple) -> dict[str, list[torch.Te
     if trainer.groups:
         return trainer.groups
     particles = trainer.loss(*args).particles
-    return trainer._discover_groups(particles.model_trace, particles.guide_trace)
+    groups = ParameterGroups(trainer.modules, trainer.param_groups.declared)
+    groups.update(particles.model_trace, particles.guide_trace)
+    return groups.groups
 
 
 def gradient_draw(trainer: "Trainer", args: tuple, params: Sequence[torch.Tensor], slices: Mapping[str, slice],

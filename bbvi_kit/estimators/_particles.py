@@ -1,20 +1,32 @@
 """Vectorised particle traces and per-example log weights for any Pyro model/guide pair.
 
 For K particles and a batch, this runs the guide once inside an outer ``pyro.plate`` of size K
-(so all K samples come from one batched pass, never a Python loop), replays the model against it,
-and returns the log importance weights
+(so all K samples come from one batched pass), replays the model against it, and returns the log
+importance weights
 
     log w[k, b] = log p(x_b, z_kb) - log q(z_kb | x_b),
 
 one per particle k and per example b. "Examples" are the entries of the plates common to every
 sample site (as in Pyro's ``RenyiELBO``): for a VAE that is the data plate, so the IWAE bound is
-taken per example; a model whose latents are all global has no such plate and gets one log weight
-per particle. Site log densities include their ``poutine.scale`` factors (mini-batch subsampling,
-beta), exactly as Pyro's own ELBOs use them.
+taken per example; a model with a global latent has no such plate and gets one log weight per
+particle (the joint). What each site contributes follows :mod:`bbvi_kit.estimators._sites`
+(guide latents, model-only latents drawn from their prior, observations, factors).
+
+Scales: site log densities carry their ``poutine.scale`` factors (beta, user scales), exactly as
+Pyro's ELBOs use them, except the subsampling scale N/B of a kept data plate: that one is the
+same for every term of an example, and it belongs *outside* the per-example bound
+(``data_scale``), so that IWAE with a subsampled plate is (N/B) sum_b IWAE_K(x_b) and not the
+log-mean-exp of scaled weights.
+
+A model that cannot broadcast over the extra leftmost particle dimension (a tensor transposed
+with ``.t()``, a shape hard-coded from the data) is found on the first pass; its K particles are
+then drawn in a loop of K single-particle passes (K times the cost of one pass), with a warning
+naming the site.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -22,16 +34,21 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
-from pyro.poutine.messenger import Messenger
-from pyro.poutine.util import site_is_subsample
 from pyro.poutine.trace_struct import Trace
+from pyro.poutine.util import site_is_subsample
+from pyro.util import check_model_guide_match, check_site_shape
 
 from bbvi_kit.errors import InputError
+from bbvi_kit.estimators._examples import Examples, ExamplesSpec, find_examples
+from bbvi_kit.estimators._sites import (
+    DrawLatents, SiteModePolicy, describe, is_deterministic, is_enumerated, latent_sample_sites,
+    refuse_model_enumeration,
+)
 
 PARTICLE_PLATE = "_bbvi_particles"
 
 
-class LatentScale(Messenger):
+class LatentScale(pyro.poutine.messenger.Messenger):
     """Multiply the log density of every latent (unobserved) sample site by ``scale``.
 
     Applied to both model and guide it turns ``log p(x|z) + log p(z) - log q(z|x)`` into
@@ -48,36 +65,33 @@ class LatentScale(Messenger):
             msg["scale"] = self.scale * msg["scale"]
 
 
-class DetachSamples(Messenger):
-    """Draw every latent sample without a gradient path, for score-function estimators.
-
-    It must be the outermost handler so the plates inside it have already broadcast ``fn``.
-    """
-
-    def _process_message(self, msg: Any) -> None:
-        if msg["type"] == "sample" and not msg["is_observed"] and msg["value"] is None:
-            with torch.no_grad():
-                msg["value"] = msg["fn"](*msg["args"], **msg["kwargs"])
-
-
 @dataclass
 class Particles:
-    """The result of one vectorised pass over model and guide.
+    """The result of one pass over model and guide with K particles.
 
     Attributes:
-        log_weights: ``[K, *batch]`` log p(x, z) - log q(z|x), with gradients.
-        guide_log_prob: ``[K, *batch]`` unscaled log q(z|x) of the (detached) samples, the factor
-            of the score-function term; ``None`` for pathwise passes.
-        num_examples: what a per-example value divides by: the product of the full sizes of the
-            plates around every observed site (the data plate), or 1 when there is none.
-        model_trace, guide_trace: the Pyro traces, for diagnostics.
+        log_weights: ``[K, *examples]`` log p(x, z) - log q(z|x), with gradients, without the
+            subsampling scale of the kept data plate.
+        score_log_prob: ``[K, *examples]`` the unscaled, unmasked log density of the sites held
+            fixed (score mode), the factor of the score-function term; ``None`` when none is.
+        data_scale: the subsampling scale N/B of the kept data plate (1.0 without subsampling);
+            the per-example bound is multiplied by it.
+        examples: the divisor of per-example values (:mod:`bbvi_kit.estimators._examples`).
+        held: names of the sites drawn held fixed.
+        model_trace, guide_trace: the Pyro traces (of the last particle when drawn in a loop).
     """
 
     log_weights: torch.Tensor
-    guide_log_prob: torch.Tensor | None
-    num_examples: float
+    score_log_prob: torch.Tensor | None
+    data_scale: float | torch.Tensor
+    examples: Examples
+    held: frozenset[str]
     model_trace: Trace
     guide_trace: Trace
+
+    @property
+    def num_examples(self) -> float:
+        return self.examples.count
 
 
 def sample_sites(trace: Trace) -> list[dict[str, Any]]:
@@ -85,19 +99,26 @@ def sample_sites(trace: Trace) -> list[dict[str, Any]]:
     return [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
 
 
-def _log_prob(trace: Trace, site: dict[str, Any]) -> torch.Tensor:
-    """The site's scaled and masked log density, as ``Trace.compute_log_prob`` stores it in
-    ``site["log_prob"]`` (with ``site["unscaled_log_prob"]``), but without the sum over the site
-    and the NaN / inf warnings it adds when validation is on: each of those reads the value back
-    to the host, a synchronisation on every step."""
+def _log_prob(trace: Trace, site: dict[str, Any], data_scale: float | torch.Tensor) -> torch.Tensor:
+    """The site's scaled and masked log density (the kept data plate's scale taken out), as
+    ``Trace.compute_log_prob`` stores it in ``site["log_prob"]`` (with ``unscaled_log_prob``),
+    without the sum over the site and the NaN / inf warnings it adds under validation: each of
+    those reads the value back to the host, a synchronisation on every step."""
     if "log_prob" not in site:
         try:
             log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+        except NotImplementedError as exc:
+            raise InputError(
+                f"site {site['name']!r} ({describe(site['fn'])}) cannot evaluate its log density at its value "
+                f"({exc or 'not implemented'}); a flow without an inverse cannot score a sample held fixed: "
+                "use estimator 'auto' or 'pathwise'"
+            ) from None
         except ValueError as exc:
             shapes = trace.format_shapes(last_site=site["name"])
             raise ValueError(f"Error while computing log_prob at site '{site['name']}':\n{exc}\n{shapes}") from exc
         site["unscaled_log_prob"] = log_p
-        site["log_prob"] = scale_and_mask(log_p, site["scale"], site["mask"])
+        scale = site["scale"] if isinstance(data_scale, float) and data_scale == 1.0 else site["scale"] / data_scale
+        site["log_prob"] = scale_and_mask(log_p, scale, site["mask"])
     return site["log_prob"]
 
 
@@ -145,18 +166,52 @@ def _add(total: torch.Tensor | None, term: torch.Tensor, sign: float) -> torch.T
     return total + term if sign > 0 else total - term
 
 
-def trace_particles(
-    model: Callable,
-    guide: Callable,
-    args: tuple,
-    kwargs: dict,
-    *,
-    num_particles: int,
-    max_plate_nesting: int,
-    latent_scale: float = 1.0,
-    detach_samples: bool = False,
-) -> Particles:
-    """Run guide and model once, vectorised over ``num_particles``; see the module docstring."""
+def _one_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0].strip() if str(exc).strip() else type(exc).__name__
+
+
+def check_match(model_trace: Trace, guide_trace: Trace, max_plate_nesting: int) -> None:
+    """Pyro's model/guide check, as its ELBOs make it under validation: model and guide agree on
+    each shared site's event dims and batch shape. A failure is one :class:`InputError` line
+    naming the site; Pyro's warnings pass on, except the one about model-only sites, which
+    :func:`trace_particles` words itself (bbvi-kit gives those sites a meaning)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            check_model_guide_match(model_trace, guide_trace, max_plate_nesting)
+        except (ValueError, NotImplementedError) as exc:
+            raise InputError(f"model and guide: {_one_line(exc)}") from None
+    for w in caught:
+        if "in model but not guide" not in str(w.message):
+            warnings.warn(str(w.message), w.category, stacklevel=4)
+
+
+def check_shapes(sites: list[dict[str, Any]], max_plate_nesting: int) -> None:
+    """Pyro's per-site check: each log density has the batch shape its plates say (one line)."""
+    for site in sites:
+        try:
+            check_site_shape(site, max_plate_nesting)
+        except ValueError as exc:
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            hint = (" (enclose the batched tensor in a pyro.plate, declare event dims with .to_event(), "
+                    "or permute the data dims)") if "invalid log_prob shape" in lines[0] else ""
+            raise InputError(" ".join(lines[:2]) + hint) from None
+
+
+@dataclass
+class _Pass:
+    log_w: torch.Tensor
+    score: torch.Tensor | None
+    data_scale: float | torch.Tensor
+    examples: Examples
+    held: frozenset[str]
+    model_trace: Trace
+    guide_trace: Trace
+
+
+def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, num_particles: int,
+              max_plate_nesting: int, policy: SiteModePolicy, latent_scale: float, examples: ExamplesSpec,
+              check: bool, held_log_q_in_bound: bool) -> _Pass:
     total_dims = max_plate_nesting + 1
     particle_dim = -total_dims
 
@@ -170,9 +225,8 @@ def trace_particles(
 
         return wrapped
 
-    handlers: list[Messenger] = []
-    if detach_samples:
-        handlers.append(DetachSamples())
+    draw = DrawLatents(policy)
+    handlers: list[Any] = [draw]
     if latent_scale != 1.0:
         handlers.append(LatentScale(latent_scale))
     for handler in handlers:
@@ -186,49 +240,101 @@ def trace_particles(
         for handler in reversed(handlers):
             handler.__exit__(None, None, None)
 
-    # Plates record their index draws as sample sites; they are not random variables of the model.
-    model_sites = sample_sites(model_trace)
-    guide_sites = [s for s in sample_sites(guide_trace) if not s["is_observed"]]
-    all_sites = model_sites + guide_sites
-    common = set.intersection(*(_vectorised_frames(s) for s in all_sites)) if all_sites else set()
+    guide_sites = latent_sample_sites(guide_trace)
+    guide_names = {s["name"] for s in guide_sites}
+    model_sites = [s for s in sample_sites(model_trace) if not is_deterministic(s)]
+    model_only = [s for s in model_sites if not s["is_observed"] and s["name"] not in guide_names]
+    refuse_model_enumeration(model_only)
+    nesting = total_dims if num_particles > 1 else max_plate_nesting
+    if check:
+        check_match(model_trace, guide_trace, nesting)
+        if model_only:
+            warnings.warn(
+                "bbvi-kit: model sites not in the guide are drawn from their prior (their prior is part "
+                f"of the proposal and cancels from log w): {', '.join(repr(s['name']) for s in model_only)}",
+                UserWarning, stacklevel=4,
+            )
+        enumerated = [s["name"] for s in guide_sites if is_enumerated(s)]
+        if enumerated:
+            warnings.warn(
+                f"bbvi-kit: guide sites marked for enumeration are sampled, not summed out: "
+                f"{', '.join(map(repr, enumerated))}", UserWarning, stacklevel=4,
+            )
+
+    model_only_names = {s["name"] for s in model_only}
+    weighted = [s for s in model_sites if s["name"] not in model_only_names]
+    structural = weighted + model_only + guide_sites
+    common = set.intersection(*(_vectorised_frames(s) for s in structural)) if structural else set()
     keep = {f.dim for f in common} | {particle_dim}
+    data_scale: float | torch.Tensor = 1.0
+    for frame in common:
+        if frame.name != PARTICLE_PLATE and frame.full_size is not None and frame.full_size != frame.size:
+            data_scale = data_scale * (frame.full_size / frame.size)
 
     # Each operation here is one more autograd node on every step: none is added that the
     # shapes do not need (no "0 +" to start the sums, no reshape, expand or squeeze to the same shape).
     log_w: torch.Tensor | None = None
-    for sign, trace, sites in ((1.0, model_trace, model_sites), (-1.0, guide_trace, guide_sites)):
+    for sign, trace, sites in ((1.0, model_trace, weighted), (-1.0, guide_trace, guide_sites)):
         for site in sites:
-            term = _reduce_to(_log_prob(trace, site), total_dims, keep, site["name"])
+            term = _reduce_to(_log_prob(trace, site, data_scale), total_dims, keep, site["name"])
+            if sign < 0 and not held_log_q_in_bound and site["name"] in draw.held:
+                term = term.detach()  # its direct gradient has expectation 0 (see Objective)
             log_w = _add(log_w, term, sign)
     if log_w is None:
         raise InputError("the model and guide have no sample sites: nothing to infer")
-
-    guide_log_prob = None
-    if detach_samples:
-        log_q: torch.Tensor | None = None
-        for site in guide_sites:
-            unscaled = scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"])
-            log_q = _add(log_q, _reduce_to(unscaled, total_dims, keep, site["name"]), 1.0)
-        guide_log_prob = log_q if log_q is not None else torch.zeros_like(log_w)
+    score: torch.Tensor | None = None
+    for trace, sites in ((guide_trace, guide_sites), (model_trace, model_only)):
+        for site in sites:
+            if site["name"] in draw.held:
+                unscaled = site.get("unscaled_log_prob")
+                if unscaled is None:  # a model-only site: its density is not part of log w
+                    unscaled = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+                score = _add(score, _reduce_to(unscaled, total_dims, keep, site["name"]), 1.0)
+    if check:
+        for site in model_only:  # not part of log w, but their shapes are checked too
+            site.setdefault("log_prob", site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"]))
+        check_shapes(weighted + model_only + guide_sites, nesting)
 
     squeeze_dims = [d for d in range(-total_dims, 0) if d not in keep]
     if log_w.shape[0] != num_particles:  # no site depends on the particle
-        shape = (num_particles, *log_w.shape[1:])
-        log_w = log_w.expand(shape)
-        if guide_log_prob is not None:
-            guide_log_prob = guide_log_prob.expand(shape)
-    if guide_log_prob is not None and guide_log_prob.shape != log_w.shape:
-        guide_log_prob = guide_log_prob.expand(log_w.shape)
+        log_w = log_w.expand((num_particles, *log_w.shape[1:]))
+    if score is not None and score.shape != log_w.shape:
+        score = score.expand(log_w.shape)
     if squeeze_dims:
         log_w = log_w.squeeze(squeeze_dims)
-        if guide_log_prob is not None:
-            guide_log_prob = guide_log_prob.squeeze(squeeze_dims)
+        if score is not None:
+            score = score.squeeze(squeeze_dims)
+    found = find_examples(model_trace, examples, ignore=frozenset({PARTICLE_PLATE}))
+    return _Pass(log_w, score, data_scale, found, frozenset(draw.held), model_trace, guide_trace)
 
-    observed = [s for s in model_sites if s["is_observed"]]
-    data_frames = set.intersection(*(_vectorised_frames(s) for s in observed)) if observed else set()
-    num_examples = 1.0
-    for frame in data_frames:
-        if frame.name != PARTICLE_PLATE:
-            # A subsampled plate's ``size`` is the batch; ``full_size`` is the data set.
-            num_examples *= float(frame.full_size if frame.full_size is not None else frame.size)
-    return Particles(log_w, guide_log_prob, num_examples, model_trace, guide_trace)
+
+def trace_particles(
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    *,
+    num_particles: int,
+    max_plate_nesting: int,
+    policy: SiteModePolicy,
+    latent_scale: float = 1.0,
+    examples: ExamplesSpec = None,
+    check: bool = False,
+    vectorise: bool = True,
+    held_log_q_in_bound: bool = True,
+) -> Particles:
+    """Run guide and model once, vectorised over ``num_particles`` (or, with ``vectorise=False``,
+    once per particle); see the module docstring. ``check`` runs the model/guide shape checks of
+    :func:`check_match` and :func:`check_shapes` and warns about model-only and enumerated guide
+    sites. ``held_log_q_in_bound: False`` takes the log density of the sites held fixed into
+    ``log w`` without its direct gradient (valid where the bound is a mean of log weights)."""
+    options = dict(max_plate_nesting=max_plate_nesting, policy=policy, latent_scale=latent_scale,
+                   examples=examples, check=check, held_log_q_in_bound=held_log_q_in_bound)
+    if vectorise or num_particles == 1:
+        p = _one_pass(model, guide, args, kwargs, num_particles=num_particles, **options)
+        return Particles(p.log_w, p.score, p.data_scale, p.examples, p.held, p.model_trace, p.guide_trace)
+    passes = [_one_pass(model, guide, args, kwargs, num_particles=1, **options) for _ in range(num_particles)]
+    score = None if passes[0].score is None else torch.cat([p.score for p in passes])  # type: ignore[misc]
+    last = passes[-1]
+    return Particles(torch.cat([p.log_w for p in passes]), score, last.data_scale, last.examples, last.held,
+                     last.model_trace, last.guide_trace)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from bbvi_kit.estimators._particles import Particles
+from bbvi_kit.estimators._sites import SiteModePolicy, auto_mode
 from bbvi_kit.objectives.base import Objective
 from bbvi_kit.plugin import Configurable
 
@@ -28,15 +29,26 @@ class SurrogateLoss:
     particles: Particles
 
 
+def negative_bound(objective: Objective, particles: Particles) -> torch.Tensor:
+    r"""-(N/B) \sum_b bound_b / n: the negative bound per example, with the kept data plate's
+    subsampling scale N/B applied outside the per-example bound and n the number of examples."""
+    total = objective.bound(particles.log_weights).sum()
+    if not (isinstance(particles.data_scale, float) and particles.data_scale == 1.0):
+        total = total * particles.data_scale
+    return -total / particles.num_examples
+
+
 class Estimator(Configurable):
     """Turns particles and an objective into a surrogate loss.
 
-    ``reparameterized`` says whether latent samples carry a gradient path (pathwise) or are drawn
-    detached (score function). Estimators with state (running baselines) expose it through
-    :meth:`state_dict` / :meth:`load_state_dict`.
+    :meth:`site_policy` says how each latent site is drawn: ``reparam`` (with a gradient path)
+    or ``score`` (held fixed, with a score-function term); it refuses, in one line naming the
+    site, a site the estimator cannot serve (see :mod:`bbvi_kit.estimators._sites`). Estimators
+    with state (running baselines) expose it through :meth:`state_dict` / :meth:`load_state_dict`.
     """
 
-    reparameterized: bool = True
+    def site_policy(self) -> SiteModePolicy:
+        return auto_mode
 
     def check(self, objective: Objective) -> None:
         """Raise ``ValueError`` when this estimator cannot serve ``objective``."""

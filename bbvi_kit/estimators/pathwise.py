@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bbvi_kit.errors import InputError
-from bbvi_kit.estimators._particles import Particles, sample_sites
-from bbvi_kit.estimators.base import Estimator, SurrogateLoss
+from bbvi_kit.estimators._particles import Particles
+from bbvi_kit.estimators._sites import SiteModePolicy, pathwise_mode
+from bbvi_kit.estimators.base import Estimator, SurrogateLoss, negative_bound
 from bbvi_kit.objectives.base import Objective
 from bbvi_kit.registry import register_estimator
 
@@ -15,19 +15,15 @@ class Pathwise(Estimator):
 
     The surrogate is the negative per-example bound itself; for IWAE its gradient is
     sum_k wtilde_k grad log w_k with wtilde = softmax(log w) (Burda et al. 2016).
-    Needs every guide site to have ``rsample``.
+    Every latent site, in the guide and model-only ones, must have ``rsample``; any other is
+    refused on the first step, naming the site.
 
     Reference: Kingma & Welling, ICLR 2014; Rezende, Mohamed & Wierstra, ICML 2014.
     """
 
-    reparameterized = True
+    def site_policy(self) -> SiteModePolicy:
+        return pathwise_mode("pathwise")
 
     def surrogate(self, objective: Objective, particles: Particles) -> SurrogateLoss:
-        for site in sample_sites(particles.guide_trace):
-            if not site["is_observed"] and not site["fn"].has_rsample:
-                raise InputError(
-                    f"estimator pathwise: guide site {site['name']!r} ({type(site['fn']).__name__}) "
-                    "cannot be reparameterised; use estimator 'score'"
-                )
-        loss = -objective.bound(particles.log_weights).sum() / particles.num_examples
+        loss = negative_bound(objective, particles)
         return SurrogateLoss(surrogate=loss, loss=loss.detach(), particles=particles)

@@ -20,7 +20,14 @@ class Objective(Configurable):
       so subtracting it keeps the estimator unbiased.
 
     ``latent_scale`` multiplies the log densities of latent sites in model and guide (beta).
+
+    ``linear_in_log_weights``: the bound is a mean of log weights (the ELBO, beta-ELBO). Then
+    the direct gradient of ``-log q(z)`` at a sample held fixed has expectation zero, and the
+    particle pass leaves it out (as Pyro's ``Trace_ELBO`` does for non-reparameterised sites):
+    same expectation, less variance. For IWAE it does not vanish and is kept.
     """
+
+    linear_in_log_weights: bool = False
 
     class Options(PluginOptions):
         num_particles: int = Field(1, ge=1, le=100_000, description="K, particles per example")

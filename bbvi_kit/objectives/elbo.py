@@ -22,6 +22,8 @@ class ELBO(Objective):
     AISTATS 2025.
     """
 
+    linear_in_log_weights = True
+
     def bound(self, log_weights: torch.Tensor) -> torch.Tensor:
         return log_weights.mean(0)
 
