@@ -8,7 +8,7 @@ from typing import Any, Callable
 from bbvi_kit import rng_state
 from bbvi_kit.errors import InputError
 from bbvi_kit.estimators._examples import Examples, ExamplesSpec, warn_if_per_batch
-from bbvi_kit.estimators._particles import Particles, guess_max_plate_nesting, trace_particles
+from bbvi_kit.estimators._particles import Particles, first_line, guess_max_plate_nesting, trace_particles
 from bbvi_kit.estimators.base import Estimator, SurrogateLoss
 from bbvi_kit.objectives.base import Objective
 
@@ -75,7 +75,7 @@ class BBVILoss:
             self.vectorise = False
             warnings.warn(
                 "bbvi-kit: the model does not broadcast over a leftmost particle dimension "
-                f"({_head(vectorised_error)}); its {self.objective.num_particles} particles are drawn in a loop "
+                f"({first_line(vectorised_error)}); its {self.objective.num_particles} particles are drawn in a loop "
                 "of single-particle passes (that many times the cost of one). Let every tensor op accept "
                 "extra leading batch dims (e.g. x @ w.T -> (x @ w.transpose(-1, -2)), .t() -> .transpose(-1, -2))",
                 UserWarning, stacklevel=2,
@@ -87,8 +87,3 @@ class BBVILoss:
 
     def __call__(self, *args: Any, **kwargs: Any) -> SurrogateLoss:
         return self.estimator.surrogate(self.objective, self.particles(*args, **kwargs))
-
-
-def _head(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__

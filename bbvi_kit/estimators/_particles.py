@@ -166,7 +166,8 @@ def _add(total: torch.Tensor | None, term: torch.Tensor, sign: float) -> torch.T
     return total + term if sign > 0 else total - term
 
 
-def _one_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
+    """The first line of an error's message (Pyro and torch append shapes and tensor dumps)."""
     return str(exc).strip().splitlines()[0].strip() if str(exc).strip() else type(exc).__name__
 
 
@@ -180,7 +181,7 @@ def check_match(model_trace: Trace, guide_trace: Trace, max_plate_nesting: int) 
         try:
             check_model_guide_match(model_trace, guide_trace, max_plate_nesting)
         except (ValueError, NotImplementedError) as exc:
-            raise InputError(f"model and guide: {_one_line(exc)}") from None
+            raise InputError(f"model and guide: {first_line(exc)}") from None
     for w in caught:
         if "in model but not guide" not in str(w.message):
             warnings.warn(str(w.message), w.category, stacklevel=4)
