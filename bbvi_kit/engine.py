@@ -446,9 +446,8 @@ class Trainer:
         fit this model is an :class:`InputError`."""
         saved_groups: dict[str, list[str]] = state.get("parameter_keys") or {}
         wanted = {k for keys in saved_groups.values() for k in keys}
-        batch_iter = iter(batches)
         try:
-            for i, args in enumerate(batch_iter):
+            for i, args in enumerate(batches):
                 result = self._step_loss(_to_device(args, self.device), 0)
                 if i == 0:
                     self._setup_parameters(result)

@@ -81,7 +81,7 @@ class BBVILoss:
                 UserWarning, stacklevel=2,
             )
         self.examples = particles.examples
-        warn_if_per_batch(particles.examples)
+        warn_if_per_batch(particles.examples, self.examples_spec)
         self._checked = True
         return particles
 

@@ -13,6 +13,9 @@ ownership:
   its traces add are classified as above.
 
 A tensor reached by both programs is ``phi`` (the guide comes first), and each is counted once.
+A module parameter that no trace has reached yet costs a walk of the step's autograd graph (a few
+hundred nodes for a VAE) on every step until it is reached; param sites and declared groups cost
+a look at the traces' param nodes only.
 Parameters are found on every step: one created after the first (a per-item ``pyro.param``
 inside a subsampled plate, a lazily built module) joins its group, and the optimizer, the step
 it first appears. Each tensor has a stable key (``param:<name>`` or ``module:<i>.<qualified

@@ -288,21 +288,26 @@ def _():
 
 # ----------------------------------------------------------------------------- modules
 class _PyroVAE(nn.Module):
-    """The shape of Pyro's examples/vae/vae.py: model and guide are methods of one module."""
+    """The shape of Pyro's examples/vae/vae.py: model and guide are methods of one module, which
+    register their networks with ``pyro.module`` (or, with ``register=False``, use the networks'
+    parameters directly)."""
 
-    def __init__(self) -> None:
+    def __init__(self, register: bool = True) -> None:
         super().__init__()
+        self.register = register
         self.encoder = nn.Linear(3, 4)
         self.decoder = nn.Linear(2, 3)
 
     def model(self, x):
-        pyro.module("decoder", self.decoder)
+        if self.register:
+            pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
             pyro.sample("x", dist.Normal(self.decoder(z), 1.0).to_event(1), obs=x)
 
     def guide(self, x):
-        pyro.module("encoder", self.encoder)
+        if self.register:
+            pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0]):
             h = self.encoder(x)
             pyro.sample("z", dist.Normal(h[..., :2], h[..., 2:].exp()).to_event(1))
@@ -314,23 +319,9 @@ def _():
     return vae.model, vae.guide, (X2,), [vae]
 
 
-class _DirectVAE(_PyroVAE):
-    """The same without ``pyro.module``: the networks' parameters are used directly."""
-
-    def model(self, x):
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(self.decoder(z), 1.0).to_event(1), obs=x)
-
-    def guide(self, x):
-        with pyro.plate("data", x.shape[0]):
-            h = self.encoder(x)
-            pyro.sample("z", dist.Normal(h[..., :2], h[..., 2:].exp()).to_event(1))
-
-
 @pair("module_methods_without_pyro_module", tags=("module",))
 def _():
-    vae = _DirectVAE()
+    vae = _PyroVAE(register=False)
     return vae.model, vae.guide, (X2,), [vae]
 
 

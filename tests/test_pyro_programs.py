@@ -29,15 +29,9 @@ ESTIMATORS = {"pathwise": Pathwise, "auto": Auto, "score": ScoreFunction}
 
 def all_params(modules) -> list[torch.Tensor]:
     """Every trainable tensor: the param store's (unconstrained) and the modules' own."""
-    seen, out = set(), []
-    for _, p in pyro.get_param_store().named_parameters():
-        if id(p) not in seen:
-            seen.add(id(p)); out.append(p)
-    for m in modules:
-        for p in m.parameters():
-            if id(p) not in seen and p.requires_grad:
-                seen.add(id(p)); out.append(p)
-    return out
+    found = [p for _, p in pyro.get_param_store().named_parameters()]
+    found += [p for m in modules for p in m.parameters() if p.requires_grad]
+    return list({id(p): p for p in found}.values())
 
 
 def create_parameters(model, guide, args) -> None:

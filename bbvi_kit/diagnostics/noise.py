@@ -33,8 +33,8 @@ from torch.utils.data import Dataset, TensorDataset, default_collate
 from bbvi_kit.data.base import as_args
 from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, DiagnosticOptions, preserved_training_state
 from bbvi_kit.diagnostics.full_gradient import batch_gradient, group_slices
-from bbvi_kit.parameters import ParameterGroups
 from bbvi_kit.errors import InputError
+from bbvi_kit.parameters import ParameterGroups
 from bbvi_kit.registry import register_diagnostic
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -72,8 +72,9 @@ def find_examples(model_trace: Any, spec: ExamplesSpec, ignore: frozenset[str] =
     return Examples(1.0, None, "no plate encloses every observed site: values are per batch")
 
 
-def warn_if_per_batch(examples: Examples) -> None:
-    if examples.plate is None and examples.rule != "given as a number":
+def warn_if_per_batch(examples: Examples, spec: ExamplesSpec) -> None:
+    """Say (once per call site) that values are per batch: no data plate found, none named."""
+    if spec is None and examples.plate is None:
         warnings.warn(
             f"bbvi-kit: {examples.rule}; losses and gradient norms are not per example. Wrap the "
             "observations in pyro.plate, or name the data plate or the number of examples (examples=...)",

@@ -77,7 +77,6 @@ class Particles:
         data_scale: the subsampling scale N/B of the kept data plate (1.0 without subsampling);
             the per-example bound is multiplied by it.
         examples: the divisor of per-example values (:mod:`bbvi_kit.estimators._examples`).
-        held: names of the sites drawn held fixed.
         model_trace, guide_trace: the Pyro traces (of the last particle when drawn in a loop).
     """
 
@@ -85,7 +84,6 @@ class Particles:
     score_log_prob: torch.Tensor | None
     data_scale: float | torch.Tensor
     examples: Examples
-    held: frozenset[str]
     model_trace: Trace
     guide_trace: Trace
 
@@ -97,6 +95,18 @@ class Particles:
 def sample_sites(trace: Trace) -> list[dict[str, Any]]:
     """The sample sites of ``trace`` in order, without the index draws plates record as sites."""
     return [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
+
+
+def is_one(scale: float | torch.Tensor) -> bool:
+    """Whether ``scale`` is the plain float 1.0: multiplying by it would only add an operation."""
+    return isinstance(scale, float) and scale == 1.0
+
+
+def _density(site: dict[str, Any]) -> torch.Tensor:
+    """A model-only site's unscaled log density (not part of log w; its score factor and shape)."""
+    if "unscaled_log_prob" not in site:
+        site["unscaled_log_prob"] = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+    return site["unscaled_log_prob"]
 
 
 def _log_prob(trace: Trace, site: dict[str, Any], data_scale: float | torch.Tensor) -> torch.Tensor:
@@ -117,7 +127,7 @@ def _log_prob(trace: Trace, site: dict[str, Any], data_scale: float | torch.Tens
             shapes = trace.format_shapes(last_site=site["name"])
             raise ValueError(f"Error while computing log_prob at site '{site['name']}':\n{exc}\n{shapes}") from exc
         site["unscaled_log_prob"] = log_p
-        scale = site["scale"] if isinstance(data_scale, float) and data_scale == 1.0 else site["scale"] / data_scale
+        scale = site["scale"] if is_one(data_scale) else site["scale"] / data_scale
         site["log_prob"] = scale_and_mask(log_p, scale, site["mask"])
     return site["log_prob"]
 
@@ -199,20 +209,9 @@ def check_shapes(sites: list[dict[str, Any]], max_plate_nesting: int) -> None:
             raise InputError(" ".join(lines[:2]) + hint) from None
 
 
-@dataclass
-class _Pass:
-    log_w: torch.Tensor
-    score: torch.Tensor | None
-    data_scale: float | torch.Tensor
-    examples: Examples
-    held: frozenset[str]
-    model_trace: Trace
-    guide_trace: Trace
-
-
 def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, num_particles: int,
               max_plate_nesting: int, policy: SiteModePolicy, latent_scale: float, examples: ExamplesSpec,
-              check: bool, held_log_q_in_bound: bool) -> _Pass:
+              check: bool, held_log_q_in_bound: bool) -> Particles:
     total_dims = max_plate_nesting + 1
     particle_dim = -total_dims
 
@@ -287,13 +286,11 @@ def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
     for trace, sites in ((guide_trace, guide_sites), (model_trace, model_only)):
         for site in sites:
             if site["name"] in draw.held:
-                unscaled = site.get("unscaled_log_prob")
-                if unscaled is None:  # a model-only site: its density is not part of log w
-                    unscaled = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+                unscaled = site["unscaled_log_prob"] if trace is guide_trace else _density(site)
                 score = _add(score, _reduce_to(unscaled, total_dims, keep, site["name"]), 1.0)
     if check:
         for site in model_only:  # not part of log w, but their shapes are checked too
-            site.setdefault("log_prob", site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"]))
+            site["log_prob"] = _density(site)
         check_shapes(weighted + model_only + guide_sites, nesting)
 
     squeeze_dims = [d for d in range(-total_dims, 0) if d not in keep]
@@ -306,7 +303,7 @@ def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
         if score is not None:
             score = score.squeeze(squeeze_dims)
     found = find_examples(model_trace, examples, ignore=frozenset({PARTICLE_PLATE}))
-    return _Pass(log_w, score, data_scale, found, frozenset(draw.held), model_trace, guide_trace)
+    return Particles(log_w, score, data_scale, found, model_trace, guide_trace)
 
 
 def trace_particles(
@@ -332,10 +329,9 @@ def trace_particles(
     options = dict(max_plate_nesting=max_plate_nesting, policy=policy, latent_scale=latent_scale,
                    examples=examples, check=check, held_log_q_in_bound=held_log_q_in_bound)
     if vectorise or num_particles == 1:
-        p = _one_pass(model, guide, args, kwargs, num_particles=num_particles, **options)
-        return Particles(p.log_w, p.score, p.data_scale, p.examples, p.held, p.model_trace, p.guide_trace)
+        return _one_pass(model, guide, args, kwargs, num_particles=num_particles, **options)
     passes = [_one_pass(model, guide, args, kwargs, num_particles=1, **options) for _ in range(num_particles)]
-    score = None if passes[0].score is None else torch.cat([p.score for p in passes])  # type: ignore[misc]
     last = passes[-1]
-    return Particles(torch.cat([p.log_w for p in passes]), score, last.data_scale, last.examples, last.held,
+    score = None if last.score_log_prob is None else torch.cat([p.score_log_prob for p in passes])  # type: ignore[misc]
+    return Particles(torch.cat([p.log_weights for p in passes]), score, last.data_scale, last.examples,
                      last.model_trace, last.guide_trace)

@@ -77,18 +77,14 @@ def latent_sample_sites(trace: Any) -> list[dict[str, Any]]:
             if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
 
 
-def pathwise_mode(estimator: str) -> SiteModePolicy:
+def pathwise_mode(site: dict[str, Any]) -> Mode:
     """Every latent reparameterised; a site without ``rsample`` is refused."""
-
-    def mode(site: dict[str, Any]) -> Mode:
-        if not site["fn"].has_rsample:
-            raise InputError(
-                f"estimator {estimator}: site {site['name']!r} ({describe(site['fn'])}) has no rsample and "
-                "cannot be reparameterised; use estimator 'auto' (score-function terms for such sites) or 'score'"
-            )
-        return "reparam"
-
-    return mode
+    if not site["fn"].has_rsample:
+        raise InputError(
+            f"estimator pathwise: site {site['name']!r} ({describe(site['fn'])}) has no rsample and "
+            "cannot be reparameterised; use estimator 'auto' (score-function terms for such sites) or 'score'"
+        )
+    return "reparam"
 
 
 def score_mode(site: dict[str, Any]) -> Mode:

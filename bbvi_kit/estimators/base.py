@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from bbvi_kit.estimators._particles import Particles
+from bbvi_kit.estimators._particles import Particles, is_one
 from bbvi_kit.estimators._sites import SiteModePolicy, auto_mode
 from bbvi_kit.objectives.base import Objective
 from bbvi_kit.plugin import Configurable
@@ -33,7 +33,7 @@ def negative_bound(objective: Objective, particles: Particles) -> torch.Tensor:
     r"""-(N/B) \sum_b bound_b / n: the negative bound per example, with the kept data plate's
     subsampling scale N/B applied outside the per-example bound and n the number of examples."""
     total = objective.bound(particles.log_weights).sum()
-    if not (isinstance(particles.data_scale, float) and particles.data_scale == 1.0):
+    if not is_one(particles.data_scale):
         total = total * particles.data_scale
     return -total / particles.num_examples
 

@@ -22,7 +22,7 @@ class Pathwise(Estimator):
     """
 
     def site_policy(self) -> SiteModePolicy:
-        return pathwise_mode("pathwise")
+        return pathwise_mode
 
     def surrogate(self, objective: Objective, particles: Particles) -> SurrogateLoss:
         loss = negative_bound(objective, particles)

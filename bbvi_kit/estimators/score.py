@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 from bbvi_kit.distributed import global_mean
-from bbvi_kit.estimators._particles import Particles
+from bbvi_kit.estimators._particles import Particles, is_one
 from bbvi_kit.estimators._sites import SiteModePolicy, score_mode
 from bbvi_kit.estimators.base import Estimator, SurrogateLoss, negative_bound
 from bbvi_kit.objectives.base import Objective
@@ -83,7 +83,7 @@ class ScoreFunction(Estimator):
                 decay = self.options.baseline_decay
                 self._running_mean = decay * self._running_mean + (1.0 - decay) * current
         score_term = (signal * log_q).sum()
-        if not (isinstance(particles.data_scale, float) and particles.data_scale == 1.0):
+        if not is_one(particles.data_scale):
             score_term = score_term * particles.data_scale
         return SurrogateLoss(surrogate=loss - score_term / particles.num_examples, loss=loss.detach(),
                              particles=particles)
