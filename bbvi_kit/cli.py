@@ -174,7 +174,8 @@ def _run_done(history) -> None:  # type: ignore[no-untyped-def]
     test = history.evals[-1]["test_loss"] if history.evals else float("nan")
     click.echo(
         f"done: {int(last.get('step', 0))} iterations, loss {last.get('loss', float('nan')):.4f}, "
-        f"test loss {test:.4f}, mean squared gradient norm {last.get('grad_norm_sq_avg', float('nan')):.4g}"
+        f"test loss {test:.4f}, mean mini-batch squared gradient norm "
+        f"{last.get('minibatch_grad_norm_sq_avg', float('nan')):.4g}"
     )
     click.echo(f"run directory: {history.run_dir}")
 
@@ -240,12 +241,15 @@ def plugins(recipe: Path | None) -> None:
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False),
               help="Folder for the combined figures (default: DIR/plots for one DIR; needed for several).")
-def plot(dirs: Sequence[Path], out: Path | None) -> None:
+@click.option("--scale", type=click.Choice(["plain", "paper"]), default=None,
+              help="Paper-style figures with the per-epoch panel as the mean mini-batch norm (plain, the default) "
+                   "or as the authors' code logged it, sum_k ||B_k g_k||^2 / (N x parameters) (paper).")
+def plot(dirs: Sequence[Path], out: Path | None, scale: str | None) -> None:
     """Redraw figures from run or sweep directories (read from their files only).
 
-    A run directory gets its own plots again; a sweep directory, several directories, or a folder
-    of runs gets the paper-style figures over all the runs found (mean over seeds with a band,
-    one colour per sweep value, the C log n / sqrt(n) reference).
+    A run directory gets its own plots again; a sweep directory, several directories, a folder
+    of runs, or any directory with --scale gets the paper-style figures over all the runs found
+    (mean over seeds with a band, one colour per sweep value, the C log n / sqrt(n) reference).
     """
     from bbvi_kit.figures import draw_figures
     from bbvi_kit.plotting import plot_run
@@ -254,7 +258,7 @@ def plot(dirs: Sequence[Path], out: Path | None) -> None:
     for d in dirs:
         if not d.is_dir():
             raise InputError(f"{d}: not a directory")
-    if len(dirs) == 1 and (dirs[0] / "metrics.csv").is_file() and out is None:
+    if len(dirs) == 1 and (dirs[0] / "metrics.csv").is_file() and out is None and scale is None:
         for path in plot_run(dirs[0]):
             click.echo(str(path))
         return
@@ -262,7 +266,7 @@ def plot(dirs: Sequence[Path], out: Path | None) -> None:
         if len(dirs) > 1:
             raise InputError("several directories: say where the combined figures go with --out DIR")
         out = dirs[0] / "plots"
-    for path in draw_figures(list(dirs), out, warn=_warn):
+    for path in draw_figures(list(dirs), out, warn=_warn, scale=scale or "plain"):
         click.echo(str(path))
 
 

@@ -188,7 +188,7 @@ class Trainer:
         trainer = Trainer(model, guide, objective=ELBO(), estimator=Pathwise(),
                           optimizer=Adam(lr=1e-2), training=TrainingOptions(epochs=5))
         history = trainer.fit(train_dataset, test_dataset)
-        history.metrics[-1]["grad_norm_sq_avg"]
+        history.metrics[-1]["minibatch_grad_norm_sq_avg"]
     """
 
     def __init__(
@@ -604,12 +604,13 @@ class Trainer:
             diagnose(epoch, evaluating=True)
 
         def diagnose(epoch: int, evaluating: bool) -> None:
-            due = [(name, d) for name, d in self.diagnostics.items() if (d.options.every is None) == evaluating
-                   and d.due(self.step, evaluating=evaluating, last=self.step == total) and writes]
+            due = [(name, d) for name, d in self.diagnostics.items() if writes and d.due(
+                self.step, evaluating=evaluating, total=total, seed=opts.seed * 1_000_003 + zlib.crc32(name.encode()))]
             if due:
                 flush()  # a step found non-finite at flush stops the run before anything measures it
             for name, diagnostic in due:
-                context = DiagnosticContext(self, train_data, test_data, self.step, epoch)
+                block = diagnostic.block(self.step, total)
+                context = DiagnosticContext(self, train_data, test_data, self.step, epoch, block)
                 seed = (opts.seed * 1_000_003 + self.step * 7_919 + zlib.crc32(name.encode())) % 2**63
                 try:
                     values = run_diagnostic(diagnostic, context, seed)
@@ -617,7 +618,8 @@ class Trainer:
                     raise
                 except Exception as exc:
                     raise _failed_at(self.step, epoch, f"diagnostic {name}", exc) from exc
-                row = {"step": self.step, "epoch": epoch, **values, "time": time.perf_counter() - start}
+                where = {"block_start": block[0], "block_end": block[1]} if block is not None else {}
+                row = {"step": self.step, "epoch": epoch, **where, **values, "time": time.perf_counter() - start}
                 history.diagnostics.setdefault(name, []).append(row)
                 if run is not None:
                     run.diagnostic_log(name).write([row])

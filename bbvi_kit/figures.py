@@ -10,14 +10,28 @@ the maximum over seeds, one colour per group, and a dashed reference C log n / �
 Figures (each as PNG and PDF, written through a temporary file and ``os.replace``):
 
 ``grad_norm_sq``
-    (a) the mini-batch squared gradient norm ‖g_k‖² averaged over each epoch (what the authors'
-    code logged) against epochs, log y; (b) its running average
+    (a) the mini-batch squared gradient norm ‖g_k‖² averaged over each epoch against epochs,
+    log y; with ``scale="paper"`` instead the quantity the authors' code logged per epoch,
 
-        ḡ(n) = (1/n) Σ_{k≤n} ‖g_k‖²        (column ``grad_norm_sq_avg``),
+        (1 / (N d)) Σ_{k in the epoch} B_k² ‖g_k‖²
 
-    the mini-batch estimate of E‖∇L(θ_R, φ_R)‖² with R uniform on the trajectory, which the
-    theorems of [1] bound by O(log n / √n), against the iteration n, log-log axes. Curves of more
-    than :data:`MAX_POINTS` points are thinned, evenly in log n, for drawing only.
+    (the squared norm of the gradient of the batch-*sum* loss, B_k g_k, summed over the epoch's
+    batches and divided by the N training examples and the d parameters, from ``run.json``'s
+    ``num_train`` and ``num_parameters``; scaled up by the share of steps recorded when
+    ``record_every`` > 1), so the panel can be laid over the paper's; (b) running averages
+    against the iteration n, log-log axes: the mini-batch one
+
+        ḡ(n) = (1/n) Σ_{k≤n} ‖g_k‖²        (column ``minibatch_grad_norm_sq_avg``, solid line),
+
+    whose expectation is the theorems' quantity *plus* the mean of tr Cov(g_k), a noise floor set
+    by B and K that does not vanish; and, when the ``full_gradient`` diagnostic ran with
+    ``schedule: stratified``, the unbiased estimate of the quantity the theorems of [1] bound by
+    O(log n / √n),
+
+        Â(n) = (1/n) Σ_{k≤n} ‖∇L(θ_k, φ_k)‖²   (``full_grad_norm_sq_avg``, markers, ± 2 SE for one
+                                                seed, the min–max over seeds for several).
+
+    Curves of more than :data:`MAX_POINTS` points are thinned, evenly in log n, for drawing only.
 ``test_loss``
     test negative ELBO (nats per example) against epochs completed (or against iterations when
     evaluations ran within epochs); a second panel with the test negative training objective
@@ -171,6 +185,7 @@ class RunRecord:
     info: dict[str, Any]
     metrics: Table
     evals: Table
+    full: Table = field(default_factory=Table)  # diagnostics/full_gradient.csv, when the run has one
 
     @property
     def seed(self) -> Any:
@@ -191,11 +206,11 @@ class RunRecord:
         return str(self.info.get("point_label") or "")
 
     def column(self, table: str, key: str) -> np.ndarray:
-        """Column ``key`` of ``metrics`` or ``evals`` (``table``) as a float array (NaN if absent)."""
-        return (self.metrics if table == "metrics" else self.evals).column(key)
+        """Column ``key`` of ``metrics``, ``evals`` or ``full`` (``table``) as a float array (NaN if absent)."""
+        return getattr(self, table).column(key)
 
     def has_column(self, table: str, key: str) -> bool:
-        rows = self.metrics if table == "metrics" else self.evals
+        rows = getattr(self, table)
         return len(rows) > 0 and key in rows.columns
 
 
@@ -304,6 +319,7 @@ def find_runs(paths: Sequence[str | Path], warn: Callable[[str], None] | None = 
                 info=_read_mapping(run_dir / "run.json", json.loads),
                 metrics=metrics,
                 evals=_read_table(run_dir / "eval.csv"),
+                full=_read_table(run_dir / "diagnostics" / "full_gradient.csv"),
             ))
             kept += 1
         if kept == 0:
@@ -672,6 +688,7 @@ class _GroupData:
     ipe: int
     steps: np.ndarray
     avg: Band | None = None
+    full_avg: Band | None = None
     per_epoch: Band | None = None
     evals: dict[str, Band] = field(default_factory=dict)
     eval_epochs: np.ndarray | None = None
@@ -681,14 +698,31 @@ class _GroupData:
     slope_avg: float | None = None
 
 
-def _epoch_means(run: RunRecord, steps: np.ndarray, ipe: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of ``grad_norm_sq`` over each epoch's recorded rows among ``steps``, at x = epochs
+def _paper_weights(run: RunRecord, at: np.ndarray, epochs: np.ndarray, ipe: int) -> np.ndarray:
+    """B_k² · ipe / (N d) for the steps ``at``: the factor that turns the mean of ‖g_k‖² over an
+    epoch's recorded steps into the authors' (1/(N d)) Σ_k ‖B_k g_k‖² (module docstring). B_k is
+    the training batch size, the last batch of an epoch holding what is left of the N examples."""
+    n_train, n_params = run.info.get("num_train"), run.info.get("num_parameters")
+    batch = (run.recipe.get("training") or {}).get("batch_size")
+    if not (isinstance(n_train, int) and isinstance(n_params, int) and isinstance(batch, int)):
+        raise InputError(f"{run.path}: the paper scale needs num_train and num_parameters in run.json and "
+                         "training.batch_size in recipe.yaml")
+    position = at - epochs * ipe  # 1..ipe within the epoch
+    sizes = np.where(position < ipe, batch, n_train - (ipe - 1) * batch).astype(float)
+    return sizes**2 * ipe / (n_train * n_params)
+
+
+def _epoch_means(run: RunRecord, steps: np.ndarray, ipe: int, paper: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``minibatch_grad_norm_sq`` over each epoch's recorded rows among ``steps`` (with
+    ``paper``, of B_k² ipe ‖g_k‖² / (N d): the authors' per-epoch quantity), at x = epochs
     completed: e + 1, or (last iteration) / ``ipe`` for a last epoch cut short."""
     keep = np.isin(run.column("metrics", "step"), steps) & np.isfinite(run.column("metrics", "epoch"))
     epochs = run.column("metrics", "epoch")[keep].astype(int)
-    values, at = run.column("metrics", "grad_norm_sq")[keep], run.column("metrics", "step")[keep]
+    values, at = run.column("metrics", "minibatch_grad_norm_sq")[keep], run.column("metrics", "step")[keep]
     if not len(epochs):
         return np.array([]), np.array([])
+    if paper:
+        values = values * _paper_weights(run, at, epochs, ipe)
     counts = np.bincount(epochs)
     done = np.flatnonzero(counts)
     means = np.bincount(epochs, weights=values)[done] / counts[done]
@@ -699,7 +733,20 @@ def _epoch_means(run: RunRecord, steps: np.ndarray, ipe: int) -> tuple[np.ndarra
     return x, means
 
 
-def _prepare(group: Group, colour: Any, say: Callable[[str], None]) -> _GroupData:
+def _full_average(runs: Sequence[RunRecord]) -> Band | None:
+    """The stratified running average of the full-data ‖∇L‖² at the blocks' ends, over seeds:
+    mean and min–max, or ± 2 SE for a single seed; ``None`` unless every run recorded it."""
+    columns = ("block_end", "full_grad_norm_sq_avg", "full_grad_norm_sq_avg_se")
+    if not runs or not all(r.has_column("full", c) for r in runs for c in columns):
+        return None
+    band = aggregate([(r.column("full", "block_end"), r.column("full", "full_grad_norm_sq_avg")) for r in runs])
+    if len(runs) == 1:
+        se = runs[0].column("full", "full_grad_norm_sq_avg_se")
+        band = Band(band.x, band.mean, band.mean - 2 * se, band.mean + 2 * se, 1)
+    return band
+
+
+def _prepare(group: Group, colour: Any, say: Callable[[str], None], paper: bool = False) -> _GroupData:
     runs = group.runs
     step_sets = [r.column("metrics", "step") for r in runs]
     common = step_sets[0]
@@ -716,13 +763,14 @@ def _prepare(group: Group, colour: Any, say: Callable[[str], None]) -> _GroupDat
         say(f"group '{group.label}': the same seed appears more than once ({', '.join(map(str, seeds))})")
     data = _GroupData(group=group, colour=colour, ipe=max(_iterations_per_epoch(r) for r in runs), steps=common)
 
-    if all(r.has_column("metrics", "grad_norm_sq_avg") for r in runs):
-        data.avg = aggregate([(r.column("metrics", "step"), r.column("metrics", "grad_norm_sq_avg")) for r in runs])
+    if all(r.has_column("metrics", "minibatch_grad_norm_sq_avg") for r in runs):
+        data.avg = aggregate([(r.column("metrics", "step"), r.column("metrics", "minibatch_grad_norm_sq_avg")) for r in runs])
         data.c_avg = fit_log_rate(data.avg.x, data.avg.mean)
         data.slope_avg = _log_slope(data.avg.x, data.avg.mean)
+    data.full_avg = _full_average(runs)
 
-    if all(r.has_column("metrics", "grad_norm_sq") and r.has_column("metrics", "epoch") for r in runs):
-        data.per_epoch = aggregate([_epoch_means(r, common, data.ipe) for r in runs])
+    if all(r.has_column("metrics", "minibatch_grad_norm_sq") and r.has_column("metrics", "epoch") for r in runs):
+        data.per_epoch = aggregate([_epoch_means(r, common, data.ipe, paper) for r in runs])
         data.c_epoch = fit_log_rate(data.per_epoch.x * data.ipe, data.per_epoch.mean)
 
     if all(r.evals for r in runs):
@@ -868,7 +916,7 @@ def _constant_legend(ax: Any, fitted: list[tuple[Any, float]]) -> None:
               title="fitted C", title_fontsize=8.5)
 
 
-def _draw_grad_norm(datas: Sequence[_GroupData], groups: Sequence[Group], out: Path) -> list[Path]:
+def _draw_grad_norm(datas: Sequence[_GroupData], groups: Sequence[Group], out: Path, paper: bool) -> list[Path]:
     fig = Figure(figsize=(12.5, _PANEL_HEIGHT), layout="constrained")
     ax_epoch, ax_iter = fig.subplots(1, 2)
     for d in datas:
@@ -882,16 +930,31 @@ def _draw_grad_norm(datas: Sequence[_GroupData], groups: Sequence[Group], out: P
             if d.c_avg is not None:
                 n = np.geomspace(max(float(d.avg.x[0]), 8.0), float(d.avg.x[-1]), 200)
                 ax_iter.plot(n, d.c_avg * _rate(n), color=d.colour, lw=1.4, ls="--")
+        if d.full_avg is not None and len(d.full_avg):
+            full = d.full_avg
+            ax_iter.fill_between(full.x, np.maximum(full.lo, full.mean * 1e-3), full.hi, color=d.colour, alpha=0.12,
+                                 lw=0)
+            ax_iter.plot(full.x, full.mean, color=d.colour, lw=1.2, ls=":", marker="o", ms=3.5)
     ax_epoch.set_yscale("log")
     ax_epoch.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_iter.set_xscale("log")
     ax_iter.set_yscale("log")
-    _finish_axes(ax_epoch, r"(a) $\|g_k\|^2$ averaged over each epoch (as the authors logged it)",
-                 "epoch", r"mean of $\|g_k\|^2$ over the epoch")
-    _finish_axes(ax_iter, "(b) running average " + _RUNNING_AVERAGE + ", bounded by the theorems",
-                 "iteration n (mini-batch updates)", "running average " + _RUNNING_AVERAGE)
+    if paper:
+        _finish_axes(ax_epoch, r"(a) $\frac{1}{N d}\,\Sigma_{k \in \mathrm{epoch}} B_k^2 \|g_k\|^2$ "
+                     "(the authors' logged scale)", "epoch", r"$\Sigma_k \|\nabla(\mathrm{batch\ sum})\|^2 / (N d)$")
+    else:
+        _finish_axes(ax_epoch, r"(a) mini-batch $\|g_k\|^2$ averaged over each epoch",
+                     "epoch", r"mean of $\|g_k\|^2$ over the epoch")
+    full = any(d.full_avg is not None for d in datas)
+    _finish_axes(ax_iter, "(b) running averages" + (": mini-batch (solid), full-data (dotted)" if full else
+                                                     " of the mini-batch " + _RUNNING_AVERAGE),
+                 "iteration n (mini-batch updates)", "running average over the iterations")
     labels = [d.group.label for d in datas]
     caption = _band_phrase([d.avg.n if d.avg else len(d.group.runs) for d in datas]) + "\n" + _REFERENCE
+    caption += ("\nsolid: mini-batch, E‖g‖² = ‖∇L‖² + tr Cov(g), with a noise floor; " + (
+        "dotted: the full-data estimate, the quantity the theorems bound (full_gradient, stratified; band ± 2 SE "
+        "for one seed)" if full else
+        "the theorems' full-data ‖∇L‖² needs the full_gradient diagnostic (schedule: stratified)"))
     if len(datas) <= _MAX_INSET_LEGEND:
         for ax, key in ((ax_epoch, "c_epoch"), (ax_iter, "c_avg")):
             fitted = [(d.colour, getattr(d, key)) for d in datas if getattr(d, key) is not None]
@@ -901,7 +964,7 @@ def _draw_grad_norm(datas: Sequence[_GroupData], groups: Sequence[Group], out: P
         labels = [f"{label} (C = {_number(d.c_avg)})" if d.c_avg is not None else label
                   for label, d in zip(labels, datas)]
         caption += " (C of panel b in brackets)"
-    fig.suptitle(r"Squared norm of the mini-batch gradient $\|g_k\|^2$ — " + _describe(groups), fontsize=13)
+    fig.suptitle(r"Squared gradient norms — " + _describe(groups), fontsize=13)
     _legend_below(fig, [Line2D([], [], color=d.colour, lw=2.2) for d in datas], labels, caption)
     return _save(fig, out, "grad_norm_sq")
 
@@ -1059,8 +1122,9 @@ def _summary(d: _GroupData) -> dict[str, Any]:
         "log_log_slope": d.slope_avg,
         "C_per_epoch": d.c_epoch,
         "final": {
-            "grad_norm_sq_avg": _final(d.avg),
-            "grad_norm_sq_epoch_mean": _final(d.per_epoch),
+            "minibatch_grad_norm_sq_avg": _final(d.avg),
+            "minibatch_grad_norm_sq_epoch_mean": _final(d.per_epoch),
+            "full_grad_norm_sq_avg": _final(d.full_avg),
             "test_loss": _final(d.evals.get("test_loss")),
             "test_objective_loss": _final(d.evals.get("test_objective_loss")),
         },
@@ -1069,7 +1133,7 @@ def _summary(d: _GroupData) -> dict[str, Any]:
 
 
 def draw_figures(paths: Sequence[str | Path], out: str | Path,
-                 warn: Callable[[str], None] | None = None) -> list[Path]:
+                 warn: Callable[[str], None] | None = None, scale: str = "plain") -> list[Path]:
     """Draw the paper's figures for every run under ``paths`` into the folder ``out``.
 
     Writes ``grad_norm_sq.{png,pdf}``, ``test_loss.{png,pdf}`` (when some group has evaluations),
@@ -1080,7 +1144,8 @@ def draw_figures(paths: Sequence[str | Path], out: str | Path,
     per-epoch means; under ``final``, the mean, min and max over seeds at the last point of each
     drawn curve (x: the last iteration, epoch or evaluation step common to all seeds); under
     ``last_evaluation``, the same at the group's last evaluation over the seeds that reached it
-    (what ``iwae_bound_vs_K`` draws). Every file is written to a temporary name and renamed.
+    (what ``iwae_bound_vs_K`` draws). ``scale``: ``plain`` or ``paper`` (panel (a) of
+    ``grad_norm_sq`` in the authors' per-epoch scale, module docstring). Every file is written to a temporary name and renamed.
     Problems that do not stop the figures (skipped or cut runs) go to ``warn(message)``, by default
     :func:`warnings.warn` with :class:`FiguresWarning`; they are also listed in ``figures.json``.
 
@@ -1090,6 +1155,8 @@ def draw_figures(paths: Sequence[str | Path], out: str | Path,
     Raises:
         InputError: see :func:`find_runs`; an output folder that cannot be made.
     """
+    if scale not in ("plain", "paper"):
+        raise InputError(f"scale must be plain or paper, got {scale!r}")
     say = _warner(warn)
     messages: list[str] = []
 
@@ -1104,11 +1171,11 @@ def draw_figures(paths: Sequence[str | Path], out: str | Path,
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create output directory {out}: {exc.strerror or exc}") from exc
-    datas = [_prepare(g, c, record) for g, c in zip(groups, _palette(len(groups)))]
+    datas = [_prepare(g, c, record, scale == "paper") for g, c in zip(groups, _palette(len(groups)))]
 
     written: list[Path] = []
     with matplotlib.rc_context(_STYLE):
-        written += _draw_grad_norm(datas, groups, out)
+        written += _draw_grad_norm(datas, groups, out, scale == "paper")
         if any("test_loss" in d.evals for d in datas):
             written += _draw_test_loss(datas, groups, out)
         series = _iwae_series(datas)
@@ -1117,8 +1184,11 @@ def draw_figures(paths: Sequence[str | Path], out: str | Path,
     summary = {
         "paths": [str(p) for p in paths],
         "fit": "C log n / sqrt(n); log C = mean of [log ybar(n) - log(log n / sqrt n)] over n >= max(3, n_max/2), "
-               "ybar = mean over seeds. C: running average grad_norm_sq_avg against the iteration n; "
-               "C_per_epoch: per-epoch mean of grad_norm_sq at n = epochs completed x iterations_per_epoch",
+               "ybar = mean over seeds. C: running average minibatch_grad_norm_sq_avg (mini-batch, not the "
+               "theorems' full-data quantity) against the iteration n; C_per_epoch: per-epoch mean of "
+               "minibatch_grad_norm_sq (scale plain) or (1/(N d)) sum_k B_k^2 minibatch_grad_norm_sq (scale paper) "
+               "at n = epochs completed x iterations_per_epoch",
+        "scale": scale,
         "groups": [_summary(d) for d in datas],
         "files": [p.name for p in written],
         "warnings": messages,

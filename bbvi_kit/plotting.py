@@ -1,7 +1,7 @@
 """Figures drawn from a run directory's CSV files (never from live objects).
 
-Because plots read only ``metrics.csv`` and ``eval.csv``, they can be redrawn at any time with
-``bbvi-kit plot RUN_DIR``.
+Because plots read only ``metrics.csv``, ``eval.csv`` and ``diagnostics/full_gradient.csv``, they
+can be redrawn at any time with ``bbvi-kit plot RUN_DIR``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,26 @@ def _objective_label(run_dir: Path) -> str | None:
     return f"test negative {name} ({details})" if details else f"test negative {name}"
 
 
+def _draw_full_gradient(ax: plt.Axes, path: Path) -> None:
+    """The full_gradient diagnostic's estimates of the full-data ‖∇L‖² (U ± t SE, positive ones on
+    the log axis) and, under the stratified schedule, their running average ± 2 SE, the quantity
+    the theorems bound."""
+    if not path.is_file():
+        return
+    rows = [r for r in read_csv(path) if r.get("full_grad_norm_sq", float("nan")) > 0]
+    if not rows:
+        return
+    from bbvi_kit.diagnostics.full_gradient import interval_multiplier
+
+    t = interval_multiplier(int(rows[0]["num_estimates"]))
+    u, se = _column(rows, "full_grad_norm_sq"), _column(rows, "full_grad_norm_sq_se")
+    ax.errorbar(_column(rows, "step"), u, yerr=[[min(t * e, 0.999 * v) for v, e in zip(u, se)], [t * e for e in se]],
+                fmt="o", ms=3, color="tab:red", lw=0.8, label=r"full-data $\|\nabla L\|^2$ (± t SE)")
+    if "full_grad_norm_sq_avg" in rows[0]:
+        ax.plot(_column(rows, "block_end"), _column(rows, "full_grad_norm_sq_avg"), lw=2.0, color="tab:red",
+                label=r"full-data running average $\frac{1}{n}\sum_k \|\nabla L_k\|^2$ (the theorems')")
+
+
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Draw ``plots/loss.png`` and ``plots/grad_norm_sq.png`` for one run; returns their paths."""
     run_dir = Path(run_dir)
@@ -73,17 +93,18 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     paths = [_save(fig, out / "loss.png")]
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    ax.plot(steps, _column(metrics, "grad_norm_sq"), lw=0.6, alpha=0.45, label=r"$\|g_n\|^2$ (mini-batch)")
-    ax.plot(steps, _column(metrics, "grad_norm_sq_avg"), lw=2.2, color="black",
-            label=r"running average $\frac{1}{n}\sum_k \|g_k\|^2$")
+    ax.plot(steps, _column(metrics, "minibatch_grad_norm_sq"), lw=0.6, alpha=0.45, label=r"mini-batch $\|g_n\|^2$")
+    ax.plot(steps, _column(metrics, "minibatch_grad_norm_sq_avg"), lw=2.2, color="black",
+            label=r"its running average $\frac{1}{n}\sum_k \|g_k\|^2$")
     for key in metrics[0]:
-        if key.startswith("grad_norm_sq_") and key != "grad_norm_sq_avg":
+        if key.startswith("minibatch_grad_norm_sq_") and key != "minibatch_grad_norm_sq_avg":
             ax.plot(steps, _column(metrics, key), lw=0.8, ls="--", alpha=0.7,
-                    label=rf"$\|g_{{\{key[len('grad_norm_sq_'):]}}}\|^2$")
+                    label=rf"mini-batch $\|g_{{\{key[len('minibatch_grad_norm_sq_'):]}}}\|^2$")
+    _draw_full_gradient(ax, run_dir / "diagnostics" / "full_gradient.csv")
     ax.set_yscale("log")
     ax.set_xlabel("iteration n")
     ax.set_ylabel("squared gradient norm")
-    ax.set_title(f"Squared gradient norm — {run_dir.parent.name}")
+    ax.set_title(f"Squared gradient norms — {run_dir.parent.name}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     paths.append(_save(fig, out / "grad_norm_sq.png"))

@@ -125,7 +125,7 @@ def _fit_into(run: RunDirectory, trainer: Trainer, model: BBVIModel, data: DataS
             steps_done=trainer.step,
             finished=_now(),
             final_loss=final.get("loss"),
-            final_grad_norm_sq_avg=final.get("grad_norm_sq_avg"),
+            final_minibatch_grad_norm_sq_avg=final.get("minibatch_grad_norm_sq_avg"),
             final_test_loss=last_eval.get("test_loss"),
             final_eval={k: v for k, v in last_eval.items() if k not in ("step", "epoch", "time")} or None,
         )
@@ -230,7 +230,7 @@ def run_recipe(recipe: Recipe, out_root: str | Path | None = None) -> History:
 
 
 # -- sweeps -------------------------------------------------------------------------------------
-SUMMARY_COLUMNS = ["seed", "status", "steps", "final_loss", "final_grad_norm_sq_avg"]
+SUMMARY_COLUMNS = ["seed", "status", "steps", "final_loss", "final_minibatch_grad_norm_sq_avg"]
 
 
 def _csv_value(value: Any) -> Any:
@@ -244,7 +244,7 @@ def _summary_row(planned: PlannedRun, folder: str, status: str, history: History
     row.update(seed=planned.seed, status=status)
     if history is not None and history.metrics:
         last = history.metrics[-1]
-        row.update(steps=int(last["step"]), final_loss=last["loss"], final_grad_norm_sq_avg=last["grad_norm_sq_avg"])
+        row.update(steps=int(last["step"]), final_loss=last["loss"], final_minibatch_grad_norm_sq_avg=last["minibatch_grad_norm_sq_avg"])
     if history is not None and history.evals:
         for key, value in history.evals[-1].items():
             if key not in ("step", "epoch", "time"):

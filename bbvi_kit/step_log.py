@@ -1,8 +1,12 @@
 """The per-step record of a training run, kept on the device until it is flushed.
 
-Every step adds its loss and squared gradient norms; :class:`StepLog` keeps the running sum of
-||g||^2 over the updates made (the average the convergence theorems bound, Surendran et al.,
-AISTATS 2025), the counts of updates made and skipped, and the rows waiting to be written. All
+Every step adds its loss and the squared norms of its mini-batch gradient g (columns
+``minibatch_grad_norm_sq`` and ``minibatch_grad_norm_sq_<group>``); :class:`StepLog` keeps the
+running sum of ||g||^2 over the updates made (``minibatch_grad_norm_sq_avg``). That average is
+*not* the quantity the theorems of Surendran et al. (AISTATS 2025) bound: E||g||^2 =
+||grad L||^2 + tr Cov(g), and the variance term levels off at a floor set by B and K. The
+full-data ||grad L||^2 is measured by the ``full_gradient`` diagnostic
+(:mod:`bbvi_kit.diagnostics.convergence` says which curve the verdict reads). It also keeps the counts of updates made and skipped, and the rows waiting to be written. All
 of it stays in device tensors: nothing is read back to the host until :meth:`StepLog.flush`,
 every ``training.flush_every`` steps (and before evaluations, diagnostics and checkpoints), so
 a step costs no host synchronisation.
@@ -38,15 +42,15 @@ class StepResult:
     finite: torch.Tensor | None = None  # at_flush: whether the update was made, on the device
 
 
-def nonfinite_message(step: int, epoch: int, loss: float, grad_norm_sq: float) -> str:
+def nonfinite_message(step: int, epoch: int, loss: float, minibatch_grad_norm_sq: float) -> str:
     return (f"non-finite loss or gradient at step {step} (epoch {epoch}): "
-            f"loss={loss:.6g}, grad_norm_sq={grad_norm_sq:.6g}")
+            f"loss={loss:.6g}, minibatch_grad_norm_sq={minibatch_grad_norm_sq:.6g}")
 
 
 @dataclass
 class _Pending:
     head: dict[str, Any]  # step, epoch, lr, time: known on the host
-    values: torch.Tensor  # loss, grad_norm_sq, grad_norm_sq_avg, per group, skipped_steps
+    values: torch.Tensor  # loss, minibatch_grad_norm_sq, minibatch_grad_norm_sq_avg, per group, skipped_steps
 
 
 @dataclass
@@ -124,8 +128,9 @@ class StepLog:
         for i, pending in enumerate(rows):
             vals = values[i * width:(i + 1) * width]
             row = {"step": pending.head["step"], "epoch": pending.head["epoch"]}
-            row.update(zip(["loss", "grad_norm_sq", "grad_norm_sq_avg", *(f"grad_norm_sq_{g}" for g in self.groups)],
-                           vals[:-1]))
+            names = ["loss", "minibatch_grad_norm_sq", "minibatch_grad_norm_sq_avg",
+                     *(f"minibatch_grad_norm_sq_{g}" for g in self.groups)]
+            row.update(zip(names, vals[:-1]))
             row["lr"] = pending.head["lr"]
             if not self.stop_on_nonfinite:  # skipping: the skipped_steps column
                 row["skipped_steps"] = int(vals[-1])

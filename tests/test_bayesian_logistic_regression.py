@@ -194,7 +194,7 @@ def test_training_reduces_the_loss(digits, estimator, k, lr, min_accuracy):
     history = trainer.fit(digits.train, digits.test)
     rows = history.metrics
     assert len(rows) == 150
-    assert set(trainer.groups) == {"phi"} and "grad_norm_sq_phi" in rows[0] and "grad_norm_sq_theta" not in rows[0]
+    assert set(trainer.groups) == {"phi"} and "minibatch_grad_norm_sq_phi" in rows[0] and "minibatch_grad_norm_sq_theta" not in rows[0]
     losses = [r["loss"] for r in rows]
     assert all(math.isfinite(v) for v in losses)
     # The median, not the mean: the last batch of each epoch holds 1438 - 11 * 128 = 30 examples,

@@ -125,7 +125,7 @@ def test_stop_policy_names_the_step_and_the_last_good_checkpoint(tmp_path: Path,
     assert code == 1
     run = only_run(tmp_path)
     line = err.splitlines()[-1]
-    assert line.startswith("error: non-finite loss or gradient at step 8 (epoch 1): loss=-inf, grad_norm_sq=")
+    assert line.startswith("error: non-finite loss or gradient at step 8 (epoch 1): loss=-inf, minibatch_grad_norm_sq=")
     assert line.endswith(f"; last good checkpoint: {run}/checkpoints/step-000000006.pt (step 6)")
     assert [int(r["step"]) for r in read_csv(run / "metrics.csv")] == list(range(1, 8))
     info = json.loads((run / "run.json").read_text())
@@ -133,11 +133,11 @@ def test_stop_policy_names_the_step_and_the_last_good_checkpoint(tmp_path: Path,
 
 
 @pytest.mark.parametrize(("fault", "validation", "message"), [
-    ("nan", "first_step", r"non-finite loss or gradient at step 8 \(epoch 1\): loss=nan, grad_norm_sq=[0-9.e+]+;"),
+    ("nan", "first_step", r"non-finite loss or gradient at step 8 \(epoch 1\): loss=nan, minibatch_grad_norm_sq=[0-9.e+]+;"),
     ("nan_gradient", "first_step",
-     r"non-finite loss or gradient at step 8 \(epoch 1\): loss=[0-9.]+, grad_norm_sq=nan;"),
+     r"non-finite loss or gradient at step 8 \(epoch 1\): loss=[0-9.]+, minibatch_grad_norm_sq=nan;"),
     # without validation NaN data gives a NaN loss; with it, the likelihood refuses the data
-    ("nan_data", "first_step", r"non-finite loss or gradient at step 8 \(epoch 1\): loss=nan, grad_norm_sq=nan;"),
+    ("nan_data", "first_step", r"non-finite loss or gradient at step 8 \(epoch 1\): loss=nan, minibatch_grad_norm_sq=nan;"),
     ("nan_data", "every_step", r"step 8 \(epoch 1\): model or guide failed: ValueError: Error while computing "
                                r"log_prob at site 'x': Expected value argument .* but found invalid values;"),
 ])
@@ -171,15 +171,15 @@ def test_skip_policy_skips_the_update_and_counts(tmp_path: Path, plugin_file: Pa
     rows = read_csv(run / "metrics.csv")
     assert len(rows) == 12
     assert [r["skipped_steps"] for r in rows] == [0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2]
-    faulty = [r["step"] for r in rows if not torch.isfinite(torch.tensor([r["loss"], r["grad_norm_sq"]])).all()]
+    faulty = [r["step"] for r in rows if not torch.isfinite(torch.tensor([r["loss"], r["minibatch_grad_norm_sq"]])).all()]
     assert faulty == [4, 9]
-    assert all(torch.isfinite(torch.tensor(r["grad_norm_sq_avg"])) for r in rows)
+    assert all(torch.isfinite(torch.tensor(r["minibatch_grad_norm_sq_avg"])) for r in rows)
     # The running average is over the steps that updated; the skipped ones are left out.
     finite = []
     for r in rows:
         if r["step"] not in (4, 9):
-            finite.append(r["grad_norm_sq"])
-        assert r["grad_norm_sq_avg"] == pytest.approx(sum(finite) / len(finite), rel=1e-5)
+            finite.append(r["minibatch_grad_norm_sq"])
+        assert r["minibatch_grad_norm_sq_avg"] == pytest.approx(sum(finite) / len(finite), rel=1e-5)
     # Adam took 10 steps, not 12.
     final = Checkpoints(run).load(Checkpoints(run).latest())
     assert {float(s["step"]) for s in final["optimizer"]["state"].values()} == {10.0}
@@ -197,7 +197,7 @@ def test_a_skipped_step_leaves_the_score_baseline_as_it_was(tmp_path: Path, plug
     assert code == 0, err
     run = only_run(tmp_path)
     rows = read_csv(run / "metrics.csv")
-    assert [r["step"] for r in rows if not math.isfinite(r["loss"] + r["grad_norm_sq"])] == [4]
+    assert [r["step"] for r in rows if not math.isfinite(r["loss"] + r["minibatch_grad_norm_sq"])] == [4]
     final = Checkpoints(run).load(Checkpoints(run).latest())
     assert torch.isfinite(final["estimator"]["running_mean"])
 
@@ -401,4 +401,4 @@ def test_resume_from_python_with_param_store_parameters(tmp_path: Path) -> None:
     assert len(kept["metrics.csv"]) == 14
     assert [r["loss"] for r in kept["metrics.csv"] + history.metrics] == [r["loss"] for r in reference.metrics]
     assert [r["test_loss"] for r in kept["eval.csv"] + history.evals] == [r["test_loss"] for r in reference.evals]
-    assert read_csv(run.path / "metrics.csv")[-1]["grad_norm_sq_avg"] == reference.metrics[-1]["grad_norm_sq_avg"]
+    assert read_csv(run.path / "metrics.csv")[-1]["minibatch_grad_norm_sq_avg"] == reference.metrics[-1]["minibatch_grad_norm_sq_avg"]

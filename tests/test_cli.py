@@ -32,7 +32,7 @@ TINY = ["training.iterations=5", "training.progress=false", "model.hidden=[8]", 
         "training.device=cpu"]
 MINIMAL = "model: {name: gaussian_vae}\n"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-METRIC_COLUMNS = ["step", "epoch", "loss", "grad_norm_sq", "grad_norm_sq_avg", "lr", "time"]
+METRIC_COLUMNS = ["step", "epoch", "loss", "minibatch_grad_norm_sq", "minibatch_grad_norm_sq_avg", "lr", "time"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,18 +269,18 @@ def test_run_directory_holds_the_resolved_recipe(two_runs: dict[str, Any]) -> No
 def test_run_directory_holds_the_metrics(two_runs: dict[str, Any]) -> None:
     columns, rows = read_csv(two_runs["run1"] / "metrics.csv")
     assert columns[:5] == METRIC_COLUMNS[:5]
-    assert set(columns) == {*METRIC_COLUMNS, "grad_norm_sq_phi", "grad_norm_sq_theta"}
+    assert set(columns) == {*METRIC_COLUMNS, "minibatch_grad_norm_sq_phi", "minibatch_grad_norm_sq_theta"}
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
     assert all(int(r["epoch"]) == 0 for r in rows)
     assert all(float(r["lr"]) == pytest.approx(0.01) for r in rows)  # inv_sqrt_epoch: factor 1 in epoch 0
     times = [float(r["time"]) for r in rows]
     assert times == sorted(times) and times[0] >= 0
-    squares = [float(r["grad_norm_sq"]) for r in rows]
+    squares = [float(r["minibatch_grad_norm_sq"]) for r in rows]
     assert all(math.isfinite(float(r["loss"])) and s > 0 for r, s in zip(rows, squares))
     for n, row in enumerate(rows, start=1):
-        assert float(row["grad_norm_sq_avg"]) == pytest.approx(sum(squares[:n]) / n, rel=1e-4)
-        parts = float(row["grad_norm_sq_phi"]) + float(row["grad_norm_sq_theta"])
-        assert parts == pytest.approx(float(row["grad_norm_sq"]), rel=1e-4)
+        assert float(row["minibatch_grad_norm_sq_avg"]) == pytest.approx(sum(squares[:n]) / n, rel=1e-4)
+        parts = float(row["minibatch_grad_norm_sq_phi"]) + float(row["minibatch_grad_norm_sq_theta"])
+        assert parts == pytest.approx(float(row["minibatch_grad_norm_sq"]), rel=1e-4)
 
 
 def test_run_directory_holds_the_evaluation_and_status(two_runs: dict[str, Any]) -> None:
@@ -419,7 +419,7 @@ def test_non_finite_gradient_fails_the_run_and_keeps_earlier_rows(tmp_path: Path
     assert info["steps_done"] == step and f"step {step}" in info["error"]
     _, rows = read_csv(run_dir / "metrics.csv")
     assert [int(r["step"]) for r in rows] == list(range(1, step))
-    assert all(math.isfinite(float(r["loss"])) and math.isfinite(float(r["grad_norm_sq"])) for r in rows)
+    assert all(math.isfinite(float(r["loss"])) and math.isfinite(float(r["minibatch_grad_norm_sq"])) for r in rows)
     assert (run_dir / "recipe.yaml").is_file()
 
 

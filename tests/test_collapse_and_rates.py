@@ -522,20 +522,20 @@ def test_rate_from_a_real_training_run(tmp_path: Path, record_every: int) -> Non
     run.close()
     rows = read_csv(run.path / "metrics.csv")
     steps = np.array([r["step"] for r in rows])
-    ybar = np.array([r["grad_norm_sq_avg"] for r in rows])
+    ybar = np.array([r["minibatch_grad_norm_sq_avg"] for r in rows])
     # the engine's running average is what fit_rate assumes: its differences are the per-step norms
     if record_every == 1:
-        g = np.array([r["grad_norm_sq"] for r in rows])
+        g = np.array([r["minibatch_grad_norm_sq"] for r in rows])
         np.testing.assert_allclose(np.diff(steps * ybar, prepend=0.0), g, rtol=1e-4)
-    fit = rate_from_run(run.path)
-    assert fit == fit_rate(steps, ybar, running_average=True, quantity="the running average of ‖g‖²",
-                           block_means=g if record_every == 1 else None)
+    fit = rate_from_run(run.path, column="minibatch_grad_norm_sq_avg")
+    assert fit == fit_rate(steps, ybar, running_average=True, block_means=g if record_every == 1 else None,
+                           quantity="the running average of the mini-batch ‖g‖²")
     assert fit.n_end == 120 and fit.n_start == 60 and fit.running_average
     assert math.isfinite(fit.slope) and fit.ci_low < fit.slope < fit.ci_high
     assert fit.se > fit.naive_se  # the running average's noise is shared along the window
-    assert describe(fit).startswith("the running average of ‖g‖² ")
-    direct = rate_from_run(run.path, column="grad_norm_sq")
-    assert not direct.running_average and describe(direct).startswith("‖g‖² ")
+    assert describe(fit).startswith("the running average of the mini-batch ‖g‖² ")
+    direct = rate_from_run(run.path)  # the default: the raw per-step column
+    assert not direct.running_average and describe(direct).startswith("the mini-batch ‖g‖² ")
     assert len(history.metrics) == 120 // record_every
     with pytest.raises(InputError, match="no metrics.csv"):
         rate_from_run(tmp_path)

@@ -261,7 +261,7 @@ def test_a_tiny_conv_vae_learns_with_the_trainer() -> None:
     losses = [row["loss"] for row in history.metrics]
     assert len(losses) == 15 and all(math.isfinite(v) for v in losses)
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 200.0  # nats per example; starts near 1440
-    assert history.metrics[0]["grad_norm_sq_phi"] > 0 and history.metrics[0]["grad_norm_sq_theta"] > 0
+    assert history.metrics[0]["minibatch_grad_norm_sq_phi"] > 0 and history.metrics[0]["minibatch_grad_norm_sq_theta"] > 0
 
 
 def test_a_conv_recipe_runs_on_digits(tmp_path) -> None:

@@ -214,9 +214,9 @@ def test_recipes_list_diagnostics_with_their_options(tmp_path: Path) -> None:
                     "{name: heldout_iwae, every: 10}]\n")
     recipe = load_recipe(path)
     assert recipe.as_dict()["diagnostics"] == [
-        {"name": "heldout_iwae", "every": None, "num_samples": 50, "chunk_size": 100, "batch_size": None,
+        {"name": "heldout_iwae", "every": None, "schedule": "grid", "num_samples": 50, "chunk_size": 100, "batch_size": None,
          "max_examples": None},
-        {"name": "heldout_iwae", "every": 10, "num_samples": 100, "chunk_size": 100, "batch_size": None,
+        {"name": "heldout_iwae", "every": 10, "schedule": "grid", "num_samples": 100, "chunk_size": 100, "batch_size": None,
          "max_examples": None},
     ]
     assert list(recipe.diagnostic_plugins()) == ["heldout_iwae", "heldout_iwae_2"]

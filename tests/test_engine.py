@@ -77,7 +77,7 @@ def test_grad_norm_is_recorded_before_clipping_and_step() -> None:
     optimizer = RecordingSGD(lr=0.01)
     trainer, vae = make_trainer(optimizer=optimizer, grad_clip=0.5, epochs=1)
     history = trainer.fit(toy_data(40))
-    recorded = [row["grad_norm_sq"] for row in history.metrics]
+    recorded = [row["minibatch_grad_norm_sq"] for row in history.metrics]
     assert len(recorded) == len(optimizer.seen) == 5
     for before, after in zip(recorded, optimizer.seen):
         assert before > 0.5**2 * 1.01  # the recorded value is the unclipped one ...
@@ -89,9 +89,9 @@ def test_grad_norm_equals_sum_of_squared_gradients_and_splits_into_groups() -> N
     trainer, vae = make_trainer(optimizer=optimizer, epochs=1)
     history = trainer.fit(toy_data(40))
     for row, seen in zip(history.metrics, optimizer.seen):
-        assert row["grad_norm_sq"] == pytest.approx(seen, rel=1e-5)
-        assert row["grad_norm_sq_phi"] + row["grad_norm_sq_theta"] == pytest.approx(row["grad_norm_sq"], rel=1e-5)
-        assert row["grad_norm_sq_phi"] > 0 and row["grad_norm_sq_theta"] > 0
+        assert row["minibatch_grad_norm_sq"] == pytest.approx(seen, rel=1e-5)
+        assert row["minibatch_grad_norm_sq_phi"] + row["minibatch_grad_norm_sq_theta"] == pytest.approx(row["minibatch_grad_norm_sq"], rel=1e-5)
+        assert row["minibatch_grad_norm_sq_phi"] > 0 and row["minibatch_grad_norm_sq_theta"] > 0
     groups = vae.parameter_groups()
     assert {id(p) for g in groups.values() for p in g} == {id(p) for p in vae.parameters()}
 
@@ -99,13 +99,13 @@ def test_grad_norm_equals_sum_of_squared_gradients_and_splits_into_groups() -> N
 def test_running_average_covers_every_iteration_whatever_is_recorded() -> None:
     every = make_trainer(record_every=1)[0].fit(toy_data(40)).metrics
     sparse = make_trainer(record_every=3)[0].fit(toy_data(40)).metrics
-    values = [row["grad_norm_sq"] for row in every]
+    values = [row["minibatch_grad_norm_sq"] for row in every]
     for n, row in enumerate(every, start=1):
-        assert row["grad_norm_sq_avg"] == pytest.approx(sum(values[:n]) / n, rel=1e-5)
+        assert row["minibatch_grad_norm_sq_avg"] == pytest.approx(sum(values[:n]) / n, rel=1e-5)
     assert [row["step"] for row in sparse] == [3, 6, 9, 10]  # the last step is always recorded
     by_step = {row["step"]: row for row in every}
     for row in sparse:
-        assert row["grad_norm_sq_avg"] == pytest.approx(by_step[row["step"]]["grad_norm_sq_avg"], rel=1e-5)
+        assert row["minibatch_grad_norm_sq_avg"] == pytest.approx(by_step[row["step"]]["minibatch_grad_norm_sq_avg"], rel=1e-5)
 
 
 def test_iterations_epochs_and_evaluation_schedule() -> None:
@@ -213,7 +213,7 @@ def test_python_model_and_guide_functions_get_phi_and_theta_groups() -> None:
     assert sorted(trainer.groups) == ["phi", "theta"]
     assert len(trainer.groups["phi"]) == 2 and len(trainer.groups["theta"]) == 1
     row = history.metrics[-1]
-    assert row["grad_norm_sq_phi"] + row["grad_norm_sq_theta"] == pytest.approx(row["grad_norm_sq"], rel=1e-5)
+    assert row["minibatch_grad_norm_sq_phi"] + row["minibatch_grad_norm_sq_theta"] == pytest.approx(row["minibatch_grad_norm_sq"], rel=1e-5)
     # The guide mean moved towards the posterior of z given x ~ 2 (sum of the two latents).
     assert pyro.param("q_loc").sum().item() > 0.5
 

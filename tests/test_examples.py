@@ -53,22 +53,22 @@ def test_logreg_example_learns(logreg, estimator, optimizer, iterations, min_acc
     history = result["history"]
     rows = history.metrics
     assert len(rows) == iterations
-    for column in ("loss", "grad_norm_sq", "grad_norm_sq_avg", "lr", "step"):
+    for column in ("loss", "minibatch_grad_norm_sq", "minibatch_grad_norm_sq_avg", "lr", "step"):
         assert column in rows[0], f"history column {column!r} missing: {sorted(rows[0])}"
     # The model has no parameters of its own: all trainable parameters are the guide's (phi).
-    assert "grad_norm_sq_phi" in rows[0] and "grad_norm_sq_theta" not in rows[0]
+    assert "minibatch_grad_norm_sq_phi" in rows[0] and "minibatch_grad_norm_sq_theta" not in rows[0]
     assert [r["step"] for r in rows] == list(range(1, iterations + 1))
     losses = [r["loss"] for r in rows]
     assert all(math.isfinite(v) for v in losses)
-    assert all(math.isfinite(r["grad_norm_sq"]) and r["grad_norm_sq"] >= 0 for r in rows)
+    assert all(math.isfinite(r["minibatch_grad_norm_sq"]) and r["minibatch_grad_norm_sq"] >= 0 for r in rows)
     last10 = sum(losses[-10:]) / 10
     assert last10 < losses[0], f"loss did not go down: first {losses[0]:.4g}, mean of last 10 {last10:.4g}"
     # the running average is the mean of the recorded squared norms (record_every = 1)
-    running = sum(r["grad_norm_sq"] for r in rows) / len(rows)
-    assert rows[-1]["grad_norm_sq_avg"] == pytest.approx(running, rel=1e-4)
+    running = sum(r["minibatch_grad_norm_sq"] for r in rows) / len(rows)
+    assert rows[-1]["minibatch_grad_norm_sq_avg"] == pytest.approx(running, rel=1e-4)
 
     # The returned final metrics are those of the last recorded row and the last evaluation.
-    for key in ("loss", "grad_norm_sq", "grad_norm_sq_avg", "grad_norm_sq_phi"):
+    for key in ("loss", "minibatch_grad_norm_sq", "minibatch_grad_norm_sq_avg", "minibatch_grad_norm_sq_phi"):
         assert result[key] == rows[-1][key]
     assert result["test_loss"] == history.evals[-1]["test_loss"]
     assert history.evals[-1]["step"] == iterations
@@ -77,7 +77,7 @@ def test_logreg_example_learns(logreg, estimator, optimizer, iterations, min_acc
     assert result["test_accuracy"] > min_accuracy, result["test_accuracy"]
 
     printed = capsys.readouterr().out
-    for key in ("loss", "grad_norm_sq", "grad_norm_sq_avg", "grad_norm_sq_phi", "test_loss", "test_accuracy"):
+    for key in ("loss", "minibatch_grad_norm_sq", "minibatch_grad_norm_sq_avg", "minibatch_grad_norm_sq_phi", "test_loss", "test_accuracy"):
         assert key in printed
 
 
@@ -101,7 +101,7 @@ def test_logreg_example_script_writes_run_directory(tmp_path):
     run_dir = run_dirs[0]
     metrics = (run_dir / "metrics.csv").read_text().splitlines()
     header = metrics[0].split(",")
-    for column in ("step", "loss", "grad_norm_sq", "grad_norm_sq_avg", "lr"):
+    for column in ("step", "loss", "minibatch_grad_norm_sq", "minibatch_grad_norm_sq_avg", "lr"):
         assert column in header
     assert len(metrics) == 1 + 20
     assert (run_dir / "eval.csv").is_file()

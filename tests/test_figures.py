@@ -62,7 +62,7 @@ def make_run(
 ) -> Path:
     """A run directory as the runner writes it: epoch-end evaluations, one metrics row per update.
 
-    ``avg(n)`` is written as grad_norm_sq_avg, ``gns(n, epoch)`` as grad_norm_sq (default: avg),
+    ``avg(n)`` is written as minibatch_grad_norm_sq_avg, ``gns(n, epoch)`` as minibatch_grad_norm_sq (default: avg),
     ``test_loss(epoch)`` and ``test_objective(epoch)`` as the eval columns; ``stop`` cuts the run
     after that many updates (a failed or running seed).
     """
@@ -83,7 +83,7 @@ def make_run(
     n = np.arange(1, total + 1, dtype=float)
     epoch = (n - 1) // per_epoch
     g = avg(n) if gns is None else gns(n, epoch)
-    lines = ["step,epoch,loss,grad_norm_sq,grad_norm_sq_avg,grad_norm_sq_phi,lr,time"]
+    lines = ["step,epoch,loss,minibatch_grad_norm_sq,minibatch_grad_norm_sq_avg,minibatch_grad_norm_sq_phi,lr,time"]
     lines += [f"{int(s)},{int(e)},{10 + 1 / s!r},{gv!r},{av!r},{gv / 2!r},0.001,{s / 100!r}"
               for s, e, gv, av in zip(n.tolist(), epoch.tolist(), g.tolist(), avg(n).tolist())]
     (path / "metrics.csv").write_text("\n".join(lines) + "\n")
@@ -202,10 +202,10 @@ def test_a_last_line_being_written_is_dropped(tmp_path: Path) -> None:
 
 def test_empty_cells_are_nan_and_a_bad_line_is_an_error(tmp_path: Path) -> None:
     run = make_run(tmp_path / "r")
-    (run / "metrics.csv").write_text("step,epoch,loss,grad_norm_sq,grad_norm_sq_avg\n1,0,2.5,,4\n2,0,2.0,1,3\n")
+    (run / "metrics.csv").write_text("step,epoch,loss,minibatch_grad_norm_sq,minibatch_grad_norm_sq_avg\n1,0,2.5,,4\n2,0,2.0,1,3\n")
     (record,) = find_runs([run])
-    assert record.metrics[0]["step"] == 1.0 and math.isnan(record.metrics[0]["grad_norm_sq"])
-    np.testing.assert_array_equal(record.metrics.column("grad_norm_sq_avg"), [4.0, 3.0])
+    assert record.metrics[0]["step"] == 1.0 and math.isnan(record.metrics[0]["minibatch_grad_norm_sq"])
+    np.testing.assert_array_equal(record.metrics.column("minibatch_grad_norm_sq_avg"), [4.0, 3.0])
     assert np.isnan(record.metrics.column("absent")).all()
     (run / "metrics.csv").write_text("step,epoch,loss\n1,0,oops\n2,0,2.0\n")
     with pytest.raises(InputError, match="metrics.csv: column loss"):
@@ -309,9 +309,9 @@ def test_draw_figures_fits_c_and_summarises_seeds(tmp_path: Path) -> None:
     assert by_label["K=5"]["C_per_epoch"] == pytest.approx(14.0, rel=1e-9)
     assert by_label["K=1"]["iterations_per_epoch"] == 25
     final = by_label["K=5"]["final"]
-    assert final["grad_norm_sq_avg"]["mean"] == pytest.approx(7 * rate(100.0))
-    assert final["grad_norm_sq_avg"]["min"] == pytest.approx(3.5 * rate(100.0))
-    assert final["grad_norm_sq_avg"]["max"] == pytest.approx(10.5 * rate(100.0))
+    assert final["minibatch_grad_norm_sq_avg"]["mean"] == pytest.approx(7 * rate(100.0))
+    assert final["minibatch_grad_norm_sq_avg"]["min"] == pytest.approx(3.5 * rate(100.0))
+    assert final["minibatch_grad_norm_sq_avg"]["max"] == pytest.approx(10.5 * rate(100.0))
     assert final["test_loss"] == pytest.approx({"x": 100.0, "mean": 30.0, "min": 17.5, "max": 42.5, "seeds": 3})
     assert final["test_objective_loss"]["mean"] == pytest.approx(90 / 4 - 5)
     assert by_label["K=1"]["log_log_slope"] == pytest.approx(
@@ -339,7 +339,7 @@ def test_unequal_seed_lengths_use_the_common_prefix(tmp_path: Path) -> None:
     assert cut["iterations"] == 60 and cut["statuses"] == ["completed", "failed"]
     assert cut["C"] == pytest.approx(3.0)  # mean of 2 f(n) and 4 f(n) on n <= 60
     assert cut["C_fit_iterations"] == [30.0, 60.0]
-    assert cut["final"]["grad_norm_sq_epoch_mean"]["x"] == pytest.approx(60 / 25)  # epoch 3 cut after 10 of 25
+    assert cut["final"]["minibatch_grad_norm_sq_epoch_mean"]["x"] == pytest.approx(60 / 25)  # epoch 3 cut after 10 of 25
     assert cut["final"]["test_objective_loss"]["x"] == 50.0  # the last evaluation both seeds reached
     assert cut["final"]["test_objective_loss"]["mean"] == pytest.approx((49 + 59) / 2)
     # the K figure uses the last evaluation, over the seeds that got there
@@ -360,7 +360,7 @@ def test_single_seed_one_k_and_redrawing(tmp_path: Path) -> None:
     assert_valid_figures(out, ["grad_norm_sq", "test_loss"])
     (group,) = read_summary(out)["groups"]
     assert group["label"] == "synthetic" and len(group["runs"]) == 1
-    band = group["final"]["grad_norm_sq_avg"]
+    band = group["final"]["minibatch_grad_norm_sq_avg"]
     assert band["min"] == band["mean"] == band["max"] and band["seeds"] == 1
     assert math.isfinite(group["C"])
 
@@ -407,3 +407,40 @@ def test_a_swept_section_is_labelled_by_its_plugins(tmp_path: Path) -> None:
     make_run(tmp_path / "adam-fast", overrides={"optimizer": {**adam, "lr": 0.01}},
              point={"optimizer": {**adam, "lr": 0.01}}, point_label="optimizer=adam-fast")
     assert [g.label for g in group_runs(find_runs([tmp_path]))] == ["Adam, γ₀=0.001", "Adam, γ₀=0.01", "SGD, γ₀=0.001"]
+
+
+def test_the_paper_scale_is_the_authors_per_epoch_quantity(tmp_path: Path) -> None:
+    """(1/(N d)) sum over an epoch's batches of ||B_k g_k||^2: 25 batches of 64 but a last one of
+    N - 24 * 64 = 1550 - 1536 = 14 examples."""
+    run = make_run(tmp_path / "run", gns=lambda n, e: 2.0 + 0 * n)
+    info = json.loads((run / "run.json").read_text())
+    info.update(num_train=1550, num_parameters=1000)
+    (run / "run.json").write_text(json.dumps(info))
+    out = tmp_path / "paper"
+    draw_figures([run], out, warn=lambda m: None, scale="paper")
+    final = read_summary(out)["groups"][0]["final"]["minibatch_grad_norm_sq_epoch_mean"]
+    expected = (24 * 64**2 + 14**2) * 2.0 / (1550 * 1000)
+    assert final["mean"] == pytest.approx(expected)
+    assert read_summary(out)["scale"] == "paper"
+    plain = tmp_path / "plain"
+    draw_figures([run], plain, warn=lambda m: None)
+    assert read_summary(plain)["groups"][0]["final"]["minibatch_grad_norm_sq_epoch_mean"]["mean"] == pytest.approx(2.0)
+    del info["num_train"]
+    (run / "run.json").write_text(json.dumps(info))
+    with pytest.raises(InputError, match="the paper scale needs num_train"):
+        draw_figures([run], tmp_path / "again", warn=lambda m: None, scale="paper")
+    with pytest.raises(InputError, match="scale must be plain or paper"):
+        draw_figures([run], tmp_path / "again", scale="log")
+
+
+def test_the_full_data_running_average_is_drawn_and_summarised(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run")
+    (run / "diagnostics").mkdir()
+    (run / "diagnostics" / "full_gradient.csv").write_text(
+        "step,epoch,block_start,block_end,full_grad_norm_sq,full_grad_norm_sq_se,num_estimates,"
+        "full_grad_norm_sq_avg,full_grad_norm_sq_avg_se,time\n"
+        "1,0,1,1,9.0,1.0,4,9.0,1.0,0.1\n2,0,2,2,7.0,1.0,4,8.0,0.7,0.2\n40,1,3,50,1.0,0.1,4,1.3,0.2,0.3\n")
+    out = tmp_path / "figs"
+    draw_figures([run], out, warn=lambda m: None)
+    final = read_summary(out)["groups"][0]["final"]["full_grad_norm_sq_avg"]
+    assert final["x"] == 50 and final["mean"] == pytest.approx(1.3)

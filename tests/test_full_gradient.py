@@ -37,6 +37,7 @@ from bbvi_kit.diagnostics.full_gradient import (
     FullGradient,
     fixed_subset,
     gram_matrix,
+    interval_multiplier,
     preserved_training_state,
     u_statistic,
 )
@@ -165,6 +166,24 @@ def test_full_gradient_is_unbiased_with_an_honest_standard_error(point: str) -> 
     assert abs(float(theta.mean()) - float(mean[2] ** 2)) < 4 * float(theta.std()) / math.sqrt(reps)
     if point == "stationary":
         assert (u < 0).any() and (biased > 0).all()  # a negative U means zero within its error
+
+
+@pytest.mark.parametrize(("m", "two_se_range"), [(4, (0.78, 0.92)), (8, (0.85, 0.96))])
+def test_the_standard_error_has_the_level_the_docs_state(m: int, two_se_range: tuple[float, float]) -> None:
+    """Away from a stationary point, U +- 2 SE covers the exact value in about 85% (M = 4) or 91%
+    (M = 8) of measurements, and U +- t SE (Student's t, M - 1 degrees of freedom) in about 95%."""
+    module = ShiftedLinearGaussian(a=0.2, s=1.1, t=0.3)
+    mean, _ = module.exact(X)
+    exact = float(mean @ mean)
+    trainer = closed_form_trainer(module, batch_size=40)
+    diagnostic = FullGradient(num_estimates=m, every=1)
+    rows = [measure(diagnostic, trainer, TensorDataset(X), step=1, seed=1000 + r) for r in range(400)]
+    u = torch.tensor([r["full_grad_norm_sq"] for r in rows], dtype=D)
+    se = torch.tensor([r["full_grad_norm_sq_se"] for r in rows], dtype=D)
+    two_se = float(((u - exact).abs() <= 2 * se).double().mean())
+    with_t = float(((u - exact).abs() <= interval_multiplier(m) * se).double().mean())
+    assert two_se_range[0] <= two_se <= two_se_range[1], two_se
+    assert with_t >= 0.91, with_t
 
 
 def test_batches_are_weighted_by_size_and_a_fixed_subset_is_used() -> None:
@@ -354,8 +373,8 @@ def test_module_buffers_are_restored() -> None:
 def test_registered_with_their_options() -> None:
     assert diagnostic_registry.get("full_gradient") is FullGradient
     assert diagnostic_registry.get("smoothness") is Smoothness
-    assert FullGradient().options.model_dump() == {"every": None, "max_examples": None, "batch_size": None,
-                                                   "num_estimates": 4}
-    assert Smoothness().options.model_dump() == {"every": None, "batch_size": None}
+    assert FullGradient().options.model_dump() == {"every": None, "schedule": "grid", "max_examples": None,
+                                                   "batch_size": None, "num_estimates": 4}
+    assert Smoothness().options.model_dump() == {"every": None, "schedule": "grid", "batch_size": None}
     with pytest.raises(ValueError, match="num_estimates"):
         FullGradient(num_estimates=2)

@@ -377,9 +377,9 @@ def test_recipes_take_both_diagnostics_with_their_options(tmp_path) -> None:  # 
     path.write_text("model: {name: gaussian_vae}\ndiagnostics: [{name: gradient_noise, every: 100, num_batches: 4}, "
                     "{name: snr, num_draws: 32, resample_batch: true}]\n")
     assert load_recipe(path).as_dict()["diagnostics"] == [
-        {"name": "gradient_noise", "every": 100, "num_batches": 4, "samples_per_batch": 4, "batch_size": None,
+        {"name": "gradient_noise", "every": 100, "schedule": "grid", "num_batches": 4, "samples_per_batch": 4, "batch_size": None,
          "replacement": True},
-        {"name": "snr", "every": None, "num_draws": 32, "batch_size": None, "resample_batch": True,
+        {"name": "snr", "every": None, "schedule": "grid", "num_draws": 32, "batch_size": None, "resample_batch": True,
          "replacement": True, "num_particles": None},
     ]
     path.write_text("model: {name: gaussian_vae}\ndiagnostics: [{name: gradient_noise, samples_per_batch: 1}]\n")

@@ -283,9 +283,9 @@ def test_trainer_applies_lr_times_schedule_factor(schedule):
     for n, lrs in enumerate(applied, start=1):
         assert lrs == pytest.approx([expected[n - 1]] * len(lrs), rel=1e-12)
     # recorded gradient norms per group (LinearVAE: phi and theta)
-    assert {"grad_norm_sq_phi", "grad_norm_sq_theta"} <= set(rows[0])
+    assert {"minibatch_grad_norm_sq_phi", "minibatch_grad_norm_sq_theta"} <= set(rows[0])
     for r in rows:
-        assert r["grad_norm_sq"] == pytest.approx(r["grad_norm_sq_phi"] + r["grad_norm_sq_theta"], rel=1e-5)
+        assert r["minibatch_grad_norm_sq"] == pytest.approx(r["minibatch_grad_norm_sq_phi"] + r["minibatch_grad_norm_sq_theta"], rel=1e-5)
 
 
 def test_inv_sqrt_schedules_match_their_formulas_in_the_trainer():
@@ -349,7 +349,7 @@ def test_sgd_step_is_minus_lr_times_gradient():
     assert history.metrics[0]["loss"] == pytest.approx(result.loss.item(), rel=1e-6)
     # and the recorded squared gradient norm is that gradient's
     total = sum((g.double() ** 2).sum().item() for g in grads.values())
-    assert history.metrics[0]["grad_norm_sq"] == pytest.approx(total, rel=1e-5)
+    assert history.metrics[0]["minibatch_grad_norm_sq"] == pytest.approx(total, rel=1e-5)
 
 
 # -- the same checks with a Pyro-native guide whose parameters the trainer discovers -----------
@@ -393,7 +393,7 @@ def _check_one_sgd_step(guide_kind: str):
         assert p.grad is not None, k
         total += (p.grad.double() ** 2).sum().item()
         torch.testing.assert_close(p.detach(), before[k] - lr * p.grad, rtol=1e-6, atol=1e-7)
-    assert history.metrics[0]["grad_norm_sq"] == pytest.approx(total, rel=1e-5)
+    assert history.metrics[0]["minibatch_grad_norm_sq"] == pytest.approx(total, rel=1e-5)
 
 
 def test_sgd_step_with_a_param_store_guide():
@@ -404,7 +404,7 @@ def test_sgd_step_with_a_param_store_guide():
 def test_sgd_step_with_an_autoguide():
     """Regression: an autoguide (a PyroModule) reaches each parameter twice, as a param site's
     ``.unconstrained()`` and as a module parameter; listed twice, torch stepped it twice (SGD
-    moved by -2 lr grad) and grad_norm_sq counted its gradient twice."""
+    moved by -2 lr grad) and minibatch_grad_norm_sq counted its gradient twice."""
     _check_one_sgd_step("autonormal")
 
 

@@ -80,7 +80,7 @@ def test_flow_guide_under_score_trains_with_no_model_parameter() -> None:
                       modules=[guide])
     history = trainer.fit(TensorDataset(X))
     assert list(trainer.groups) == ["phi"]
-    assert all(row["grad_norm_sq_phi"] > 0 for row in history.metrics)
+    assert all(row["minibatch_grad_norm_sq_phi"] > 0 for row in history.metrics)
 
 
 # ---------------------------------------------------------------------------------- (3) enumeration
@@ -241,14 +241,14 @@ def test_a_checkpoint_of_the_previous_format_still_resumes() -> None:
 # ---------------------------------------------------------------------------------- (7) phi / theta
 def test_pyro_vae_methods_of_one_module_split_into_encoder_phi_and_decoder_theta() -> None:
     """(7) Pyro's examples/vae/vae.py shape: the encoder is phi, the decoder theta, and
-    grad_norm_sq_theta is recorded (everything used to be phi)."""
+    minibatch_grad_norm_sq_theta is recorded (everything used to be phi)."""
     vae = _PyroVAE()
     trainer = Trainer(vae.model, vae.guide, objective=ELBO(), estimator=Auto(), optimizer=Adam(lr=1e-3),
                       training=QUIET.model_copy(update={"batch_size": 6, "epochs": 2}))
     history = trainer.fit(TensorDataset(X2))
     assert {id(p) for p in trainer.groups["phi"]} == {id(p) for p in vae.encoder.parameters()}
     assert {id(p) for p in trainer.groups["theta"]} == {id(p) for p in vae.decoder.parameters()}
-    assert history.metrics[-1]["grad_norm_sq_theta"] > 0
+    assert history.metrics[-1]["minibatch_grad_norm_sq_theta"] > 0
 
 
 # ---------------------------------------------------------------------------------- (8) the divisor

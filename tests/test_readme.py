@@ -40,7 +40,7 @@ def test_readme_plugin_example_registers_and_trains(tmp_path: Path) -> None:
     history = run_recipe(resolve(recipe), tmp_path / "runs")
     assert len(history.metrics) == 4
     assert all(math.isfinite(r["loss"]) for r in history.metrics)
-    assert history.metrics[0]["grad_norm_sq_phi"] > 0 and history.metrics[0]["grad_norm_sq_theta"] > 0
+    assert history.metrics[0]["minibatch_grad_norm_sq_phi"] > 0 and history.metrics[0]["minibatch_grad_norm_sq_theta"] > 0
 
 
 @pytest.mark.parametrize("kind", sorted(REGISTRIES))

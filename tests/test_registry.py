@@ -79,7 +79,7 @@ def assert_trained(run_dir: Path, iterations: int, model_name: str) -> None:
     rows = metrics_rows(run_dir)
     assert [int(r["step"]) for r in rows] == list(range(1, iterations + 1))
     assert all(math.isfinite(float(r["loss"])) for r in rows)
-    assert all(float(r["grad_norm_sq"]) > 0 for r in rows), "the plugin's parameters got no gradient"
+    assert all(float(r["minibatch_grad_norm_sq"]) > 0 for r in rows), "the plugin's parameters got no gradient"
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "completed"
     assert info["steps_done"] == iterations

@@ -29,17 +29,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bbvi_kit.diagnostics import rates
+from bbvi_kit.diagnostics import convergence
 from bbvi_kit.figures import Table
 from bbvi_kit.report import (
     MAX_PANELS,
-    RATE_TOLERANCE,
     build_report,
+    convergence_findings,
     diagnostic_figure,
-    fit_tail_slope,
     plan_panels,
-    rate_finding,
-    rate_sentence,
     write_report,
 )
 from conftest import call_cli
@@ -235,7 +232,7 @@ def test_run_summary_table_holds_the_files_values(dirs: dict[str, Path], run_pag
     evals = read_csv(dirs["run"] / "eval.csv")[-1]
     info = json.loads((dirs["run"] / "run.json").read_text())
     kv = run_page.kv
-    for key, expected in (("final loss", metrics["loss"]), ("final grad_norm_sq_avg", metrics["grad_norm_sq_avg"]),
+    for key, expected in (("final loss", metrics["loss"]), ("final minibatch_grad_norm_sq_avg", metrics["minibatch_grad_norm_sq_avg"]),
                           ("final test loss", evals["test_loss"]),
                           ("final test objective loss", evals["test_objective_loss"])):
         shown, exact = kv[key]
@@ -256,21 +253,13 @@ def test_run_summary_table_holds_the_files_values(dirs: dict[str, Path], run_pag
 def test_run_findings_state_the_rate_and_the_held_out_bound(dirs: dict[str, Path], run_page: Page) -> None:
     rows = read_csv(dirs["run"] / "metrics.csv")
     n = np.array([float(r["step"]) for r in rows])
-    y = np.array([float(r["grad_norm_sq_avg"]) for r in rows])
-    window = n >= max(3, n.max() / 2)
-    slope = np.polyfit(np.log(n[window]), np.log(y[window]), 1)[0]
-    theory = np.polyfit(np.log(n[window]), np.log(np.log(n[window]) / np.sqrt(n[window])), 1)[0]
-    (rate,) = run_page.sentences("rate")
-    # the fit with a confidence interval, worded by rates.describe
-    fit = dataclasses.replace(rates.rate_from_run(dirs["run"]),
-                              quantity="the running average of the squared gradient norm")
-    assert rate == rates.describe(fit)[0].upper() + rates.describe(fit)[1:] + "."
-    assert rate.startswith(f"The running average of the squared gradient norm decays as n^{slope:.2f} (95% CI ")
-    assert f"over iterations 15-30" in rate and f"slope {theory:.2f} over these iterations" in rate
-    verdict = ("consistent with O(log n / √n)" if fit.ci_low <= theory <= fit.ci_high else
-               "faster than log n / √n" if fit.ci_high < theory else "slower than the O(log n / √n)")
-    assert verdict in rate
-    assert "How the findings are computed" in run_page.text and "1/log n − 1/2" in run_page.text
+    g = np.array([float(r["minibatch_grad_norm_sq"]) for r in rows])
+    (rate,) = run_page.sentences("rate")  # no full_gradient in this run: the mini-batch verdict alone
+    verdict = convergence.minibatch_verdict(n, g)
+    assert rate == verdict.sentence[0].upper() + verdict.sentence[1:]
+    assert rate.startswith("The mini-batch ‖g‖² ")
+    assert "How the findings are computed" in run_page.text and "noise floor" in run_page.text
+    assert "never running averages" in run_page.text
 
     last = read_csv(dirs["run"] / "diagnostics" / "heldout_iwae.csv")[-1]
     iwae, elbo = float(last["test_neg_iwae"]), float(last["test_neg_elbo"])
@@ -334,44 +323,41 @@ def test_a_value_measured_at_several_k_shares_one_panel() -> None:
     assert png is not None and drawn == panels
 
 
-@pytest.mark.parametrize(("curve", "verdict", "level"), [
-    (lambda n: 3 * np.log(n) / np.sqrt(n), "consistent with the theory", "good"),
-    (lambda n: 50 / n, "faster than the theory", "info"),
-    (lambda n: 7 * n**-0.05, "slower than the theory", "warning"),
-    (lambda n: n**0.2, "grows as n^+0.20", "warning"),
+@pytest.mark.parametrize(("curve", "kind", "words", "level"), [
+    (lambda n: 3 * np.log(n) / np.sqrt(n), "consistent", "consistent with log n/√n", "good"),
+    (lambda n: 50 / n, "faster", "faster than log n/√n", "good"),
+    (lambda n: 7 * n**-0.05, "noise_floor", "has been flat since about n = ", "info"),
+    (lambda n: 7 * n**-0.2, "slower", "does not show that ‖∇L‖² is slower", "info"),
+    (lambda n: n**0.2, "grows", "grows as n^0.20", "warning"),
 ])
-def test_the_rate_rule(curve: Callable[[np.ndarray], np.ndarray], verdict: str, level: str) -> None:
+def test_the_minibatch_rule(curve: Callable[[np.ndarray], np.ndarray], kind: str, words: str, level: str) -> None:
     n = np.arange(1, 4001, dtype=float)
-    fit = fit_tail_slope(n, curve(n))
-    assert fit is not None and (fit.n_from, fit.n_to, fit.points) == (2000, 4000, 2001)
-    # the reference log n / sqrt n has local slope 1/log n - 1/2; its mean over the window
-    assert fit.expected == pytest.approx(np.mean(1 / np.log(n[1999:]) - 0.5))
-    text, got = rate_sentence(fit)
-    assert verdict in text and got == level
-    if verdict.startswith("consistent"):
-        assert abs(fit.slope - fit.expected) < 0.01
-    assert fit_tail_slope(n[:5], curve(n[:5])) is None  # the window n >= 3 holds 3 points: too few
-    assert fit_tail_slope(n[:6], curve(n[:6])) is not None  # 4 points
+    verdict = convergence.minibatch_verdict(n, curve(n))
+    assert verdict.kind == kind and words in verdict.sentence and verdict.level == level
+    assert (verdict.fit.n_start, verdict.fit.n_end, verdict.fit.num_points) == (2000, 4000, 2001)
+    (finding,) = convergence_findings(n, curve(n), subject="point K=1")
+    assert finding.text == f"point K=1: {verdict.sentence}" and finding.topic == "rate"
 
 
-def test_the_rate_finding_uses_the_rates_module_and_falls_back_to_the_simple_fit() -> None:
+def test_the_convergence_findings_lead_with_the_full_data_series() -> None:
     rng = np.random.default_rng(0)
     n = np.arange(1, 2001, dtype=float)
-    g = 4 * np.log(n + 1) / np.sqrt(n) * rng.lognormal(0, 0.3, n.size)
-    avg = np.cumsum(g) / n
-    finding = rate_finding(n, avg, g, "point K=1")
-    fit = rates.fit_rate(n, avg, running_average=True, block_means=g,
-                         quantity="the running average of the squared gradient norm")
-    assert finding.text == f"point K=1: {rates.describe(fit)}."
-    assert finding.level == {"consistent": "good", "faster": "info", "slower": "warning"}[rates.verdict(fit)]
-    broken = avg.copy()
-    broken[1500] = math.nan  # a running average with a hole cannot be differenced: the simple fit
-    finding = rate_finding(n, broken, g)
-    simple = fit_tail_slope(n, broken)
-    assert simple is not None and finding.text == rate_sentence(simple)[0]
-    assert f"expected local slope {simple.expected:.2f} ± {RATE_TOLERANCE:.2f}" in finding.text
-    assert rate_finding(n[:4], avg[:4]).text == "too few recorded iterations (n_max = 4) to fit the rate of the " \
-                                                "gradient norm."
+    g = (4 * n**-0.5 + 2) * rng.lognormal(0, 0.3, n.size)
+    g[1500] = math.nan  # a hole in the mini-batch series is left out, not fatal
+    steps = np.arange(25, 2001, 25, dtype=float)
+    u = 4 * steps**-0.5 * (1 + 0.05 * rng.normal(size=steps.size))
+    full = Table({"step": steps, "full_grad_norm_sq": u, "full_grad_norm_sq_se": 0.05 * u,
+                  "num_estimates": np.full(steps.size, 8.0)})
+    noise = Table({"step": np.array([1000.0, 2000.0]), "grad_var_total": np.array([4.0, 4.0]),
+                   "batch_size": np.array([32.0, 32.0])})
+    first, second = convergence_findings(n, g, [full], [noise], batch_size=64)
+    assert first.text.startswith("the full-data ‖∇L‖² (full_gradient, 41 measurements) decays as n^-0.5")
+    assert first.level == "good" and first.topic == "rate"
+    assert "the mini-batch ‖g‖² has been flat" in second.text
+    # tr Cov g measured at B = 32 is 4: at the training B = 64 it is 2, all of the floor's ~2.2
+    assert "the gradient_noise diagnostic puts 9" in second.text
+    assert convergence_findings(n[:4], g[:4])[0].text == ("too few recorded iterations (n_max = 4) to fit the rate "
+                                                         "of the mini-batch ‖g‖².")
 
 
 def test_a_new_diagnostic_and_posterior_collapse_appear_without_code_changes(run_page: Page) -> None:
@@ -427,7 +413,7 @@ def test_sweep_report_is_self_contained_with_one_colour_per_point(sweep_page: Pa
 def test_sweep_table_is_the_mean_and_sd_over_seeds_of_summary_csv(sweep_with_diagnostics: Path,
                                                                    sweep_page: Page) -> None:
     rows = read_csv(sweep_with_diagnostics / "summary.csv")
-    columns = ["final_loss", "final_grad_norm_sq_avg", "final_test_loss", "final_test_objective_loss"]
+    columns = ["final_loss", "final_minibatch_grad_norm_sq_avg", "final_test_loss", "final_test_objective_loss"]
     cells = [c for c in sweep_page.cells if c.get("data-column") in columns]
     assert len(cells) == 2 * len(columns)
     for cell in cells:
@@ -446,10 +432,11 @@ def test_sweep_table_is_the_mean_and_sd_over_seeds_of_summary_csv(sweep_with_dia
 
 def test_sweep_findings_compare_points(sweep_page: Page) -> None:
     assert "All 4 runs completed." in sweep_page.sentences("status")
-    rate = sweep_page.sentences("rate")
-    assert [r.split(" (")[0] for r in rate] == ["Point K=1", "Point K=2"]
-    assert all("(mean over 2 seeds): the running average of the squared gradient norm " in r
-               and "over iterations 15-30" in r for r in rate)
+    rate = sweep_page.sentences("rate")  # the quickstart measures full_gradient: two sentences per point
+    assert [r.split(" (")[0] for r in rate] == ["Point K=1"] * 2 + ["Point K=2"] * 2
+    assert all("(mean over 2 seeds): " in r for r in rate)
+    assert ["full-data ‖∇L‖²" in r for r in rate] == [True, False, True, False]
+    assert all("(mean over 2 seeds): the mini-batch ‖g‖² " in r for r in rate[1::2])
     snr = sweep_page.sentences("diagnostic:snr")
     phi = next(s for s in snr if s.startswith("SNR(φ)"))
     # final SNR(phi) = 2/sqrt(K) * 1.05 * (1 + 1/30): the slope in log K is exactly -1/2

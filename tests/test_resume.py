@@ -27,8 +27,9 @@ from tests.fault_plugin import FAULT_PLUGIN
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and resource limits")
 
 # A small VAE with state everywhere a resume can lose it: Adam moments, a running-mean score
-# baseline, a stateful diagnostic (smoothness keeps the previous parameters), evaluations at
-# every epoch end and a held-out diagnostic at each of them.
+# baseline, stateful diagnostics (smoothness keeps the previous parameters; the stratified
+# full_gradient its drawn iterations and running average), evaluations at every epoch end and a
+# held-out diagnostic at each of them.
 RECIPE = {
     "name": "faulty",
     "plugins": ["fault_plugin.py"],
@@ -40,7 +41,9 @@ RECIPE = {
     "schedule": {"name": "inv_sqrt_epoch"},
     "training": {"batch_size": 256, "epochs": 8, "seed": 3, "device": "cpu", "progress": False,
                  "flush_every": 1, "checkpoint_every": 5, "keep_checkpoints": 2},
-    "diagnostics": [{"name": "smoothness", "every": 4}, {"name": "heldout_iwae", "num_samples": 4}],
+    "diagnostics": [{"name": "smoothness", "every": 4}, {"name": "heldout_iwae", "num_samples": 4},
+                    {"name": "full_gradient", "every": 6, "schedule": "stratified", "max_examples": 256,
+                     "num_estimates": 3}],
 }
 STEPS = 48  # 6 batches per epoch (1438 training digits / 256) x 8 epochs
 

@@ -205,7 +205,7 @@ def test_summary_has_one_row_per_point_and_seed_with_final_values(sweep_with_a_f
         metrics = list(csv.DictReader(open(run_dir / "metrics.csv")))
         evals = list(csv.DictReader(open(run_dir / "eval.csv")))
         assert row["steps"] == "3" and float(row["final_loss"]) == float(metrics[-1]["loss"])
-        assert float(row["final_grad_norm_sq_avg"]) == float(metrics[-1]["grad_norm_sq_avg"])
+        assert float(row["final_minibatch_grad_norm_sq_avg"]) == float(metrics[-1]["minibatch_grad_norm_sq_avg"])
         assert float(row["final_test_loss"]) == float(evals[-1]["test_loss"])
         assert row["error"] == ""
     assert "injected failure" in rows[2]["error"] and rows[2]["final_loss"] == ""

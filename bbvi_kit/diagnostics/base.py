@@ -4,7 +4,21 @@ A recipe switches them on in its ``diagnostics:`` list, each with its own freque
 
     diagnostics:
       - {name: heldout_iwae, num_samples: 1000}      # every: null -> at each evaluation
-      - {name: full_gradient, every: 200}
+      - {name: full_gradient, every: 200}            # at n = 200, 400, ... and the last n
+      - {name: full_gradient, every: 200, schedule: stratified}  # one uniform n in each block of 200
+
+Two schedules with ``every`` set (:meth:`Diagnostic.due`):
+
+- ``grid`` (default): after iterations every, 2 every, ... and after the last one.
+- ``stratified``: the iterations 1..T are cut into blocks whose widths double from 1 until they
+  reach ``every`` (1, 1, 2, 4, ..., every, every, ...; :func:`stratified_block`), so the early
+  transient, where the measured curve changes fastest, is sampled densely for log2(every) + 1
+  extra measurements; one iteration τ_j is drawn uniformly in each block (from the run's seed, the diagnostic's
+  name and j, so a resumed run draws the same ones). The row carries ``block_start`` and
+  ``block_end``. A value measured at τ_j, times the block's width, is then an unbiased estimate
+  of the block's sum along the trajectory (E_τ f(τ_j) = mean of f over the block), which a grid
+  never is for a curve that changes within a block: this is how the average over iterations that
+  the theorems bound is estimated without bias (:mod:`bbvi_kit.diagnostics.full_gradient`).
 
 At iteration n (after the optimizer step of n) the engine calls ``measure(context)`` of every
 diagnostic that is due, inside a forked random stream seeded from the run's seed, n and the
@@ -16,12 +30,13 @@ unless it is listed; each documents its cost.
 
 from __future__ import annotations
 
+import random
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch.utils.data import Dataset
 
 from bbvi_kit.data.base import as_args, batch_loader
@@ -38,6 +53,16 @@ class DiagnosticOptions(PluginOptions):
     every: int | None = Field(
         None, ge=1, le=10**10, description="run every this many iterations (and at the end); null: at each evaluation"
     )
+    schedule: Literal["grid", "stratified"] = Field(
+        "grid", description="grid: at every, 2 every, ... and the end; stratified: at one uniformly random "
+        "iteration in each block of `every` iterations"
+    )
+
+    @model_validator(mode="after")
+    def _stratified_needs_every(self) -> "DiagnosticOptions":
+        if self.schedule == "stratified" and self.every is None:
+            raise ValueError("schedule: stratified needs `every` (the width of each block of iterations)")
+        return self
 
 
 @dataclass
@@ -50,6 +75,7 @@ class DiagnosticContext:
     test: Dataset | None
     step: int
     epoch: int
+    block: tuple[int, int] | None = None  # stratified schedule: the block (first, last iteration) measured
 
     @property
     def device(self) -> torch.device:
@@ -83,13 +109,45 @@ class Diagnostic(Configurable):
     def load_state_dict(self, state: dict[str, Any], trainer: "Trainer") -> None:
         """Restore :meth:`state_dict` for a resumed run of ``trainer``."""
 
-    def due(self, step: int, *, evaluating: bool, last: bool) -> bool:
-        """Whether to measure after iteration ``step``: every ``every`` iterations and at the last
-        one, or (``every: null``) whenever the test set is evaluated."""
+    def block(self, step: int, total: int) -> tuple[int, int] | None:
+        """Under ``schedule: stratified``, the block of iterations (first, last) holding ``step``
+        of a run of ``total`` iterations; ``None`` under the other schedules."""
         every = self.options.every
-        if every is None:
-            return evaluating
-        return step % every == 0 or last
+        if self.options.schedule != "stratified" or every is None:
+            return None
+        return stratified_block(step, total, every)
+
+    def due(self, step: int, *, evaluating: bool, total: int, seed: int) -> bool:
+        """Whether to measure after iteration ``step`` of ``total``, in the engine's pass after an
+        evaluation (``evaluating``) or after the step: ``every: null`` at each evaluation; the
+        ``grid`` schedule every ``every`` iterations and at the last; the ``stratified`` one at
+        the iteration drawn for the step's block with ``seed`` (module docstring)."""
+        every = self.options.every
+        if every is None or evaluating:
+            return every is None and evaluating
+        block = self.block(step, total)
+        if block is None:
+            return step % every == 0 or step == total
+        first, last = block
+        cached = getattr(self, "_drawn", None)  # (seed, first, drawn): one draw per block, not per step
+        if cached is None or cached[:2] != (seed, first):
+            cached = self._drawn = (seed, first, random.Random(f"{seed}:{first}").randint(first, last))
+        return step == cached[2]
+
+
+def stratified_block(step: int, total: int, every: int) -> tuple[int, int]:
+    """The block (first, last iteration) holding ``step`` (1 ≤ step ≤ total) when 1..total is cut
+    into blocks of widths 1, 1, 2, 4, ... doubling up to ``every``, then ``every`` each (the last
+    one cut at ``total``): block k + 1 starts after e_k and is min(every, max(1, e_k)) wide."""
+    end = 0
+    while True:
+        width = min(every, max(1, end))
+        if width == every:  # from here on, blocks of ``every``
+            first = end + 1 + (step - end - 1) // every * every
+            return first, min(first + every - 1, total)
+        if step <= end + width:
+            return end + 1, min(end + width, total)
+        end += width
 
 
 @contextmanager

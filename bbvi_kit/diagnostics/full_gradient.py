@@ -1,7 +1,7 @@
 r"""The squared norm of the full-data gradient, estimated without the upward bias of ||g||^2.
 
 Surendran et al. (AISTATS 2025) bound E||grad L(theta_R, phi_R)||^2 for the *full-data*
-objective L; the engine's ``grad_norm_sq`` is the squared norm of a mini-batch, few-particle
+objective L; the engine's ``minibatch_grad_norm_sq`` is the squared norm of a mini-batch, few-particle
 estimate g of that gradient, whose expectation is ||grad L||^2 + tr Cov(g): it levels off at the
 noise floor however close training gets to a stationary point. This module estimates
 ||grad L||^2 itself, with an honest standard error (see :class:`FullGradient`).
@@ -14,6 +14,7 @@ was (:func:`preserved_training_state`).
 from __future__ import annotations
 
 import copy
+import math
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
@@ -164,6 +165,21 @@ class FullGradient(Diagnostic):
       and jackknife restricted to each parameter group of ``trainer.groups`` (``phi``,
       ``theta``); the groups' U add up to the total.
     - ``num_examples`` (n) and ``num_estimates`` (M).
+    - Under ``schedule: stratified`` (one measurement at a uniformly drawn iteration τ_j of each
+      block (s_j, e_j] of ``every`` iterations), also ``full_grad_norm_sq_avg`` and
+      ``full_grad_norm_sq_avg_se``: the running average over iterations 1..e_j of the block just
+      measured, (1/e_j) sum_{i <= j} w_i U_i with w_i the width of block i, and its standard error
+      (:class:`StratifiedAverage`). This is the quantity the theorems of Surendran et al. bound,
+      (1/n) sum_{k <= n} ||grad L(theta_k, phi_k)||^2, estimated without bias along the run's own
+      trajectory.
+
+    The level of the standard error (measured over 600 repetitions on the closed-form model of
+    ``tests/test_full_gradient.py``, away from a stationary point, where misses are most often
+    below): U ± 2 SE covers the exact value in about 85% of measurements at M = 4 and 91% at
+    M = 8; U ± t SE with t the 97.5% quantile of Student's t with M - 1 degrees of freedom
+    (:func:`interval_multiplier`: 3.18 at M = 4, 2.36 at M = 8) covers it in about 94-95%. At a
+    stationary point both cover in 97% or more. The run's own plot and the convergence verdict use
+    U ± t SE; the report's generic diagnostic panel shades U ± 2 SE, at the level just stated.
 
     For models whose latents are global (one z for the whole data set, as in Bayesian logistic
     regression), each pass's batches share nothing but the parameters, so the estimate is of the
@@ -213,4 +229,92 @@ class FullGradient(Diagnostic):
             values[f"full_grad_norm_sq_{name}"] = u_g
             values[f"full_grad_norm_sq_{name}_se"] = se_g
         numbers = torch.stack(list(values.values())).tolist()  # one transfer from the device
-        return {**dict(zip(values, numbers)), "num_examples": n, "num_estimates": o.num_estimates}
+        row = {**dict(zip(values, numbers)), "num_examples": n, "num_estimates": o.num_estimates}
+        if context.block is not None:
+            average, average_se = self.average.add(*context.block, row["full_grad_norm_sq"], row["full_grad_norm_sq_se"])
+            row.update(full_grad_norm_sq_avg=average, full_grad_norm_sq_avg_se=average_se)
+        return row
+
+    def __init__(self, **options: object) -> None:  # noqa: D107
+        super().__init__(**options)
+        self.average = StratifiedAverage()
+
+    def state_dict(self) -> dict[str, float]:
+        return self.average.state_dict()
+
+    def load_state_dict(self, state: dict[str, float], trainer: "Trainer") -> None:
+        self.average.load_state_dict(state)
+
+
+def interval_multiplier(num_estimates: int, level: float = 0.95) -> float:
+    """The multiplier t of the interval U ± t SE at ``level``: Student's t quantile with
+    M − 1 degrees of freedom (the coverage measured in the :class:`FullGradient` docstring)."""
+    from bbvi_kit.diagnostics.rates import student_t_quantile
+
+    return student_t_quantile(0.5 + level / 2, num_estimates - 1)
+
+
+class StratifiedAverage:
+    r"""The running average over iterations of a quantity measured once per block, at a uniformly
+    drawn iteration of the block (``schedule: stratified``), with a standard error.
+
+    Blocks (s_j, e_j] of widths w_j cover 1..e_J without gaps; f(n) is the quantity along the
+    run's trajectory (here ||grad L(theta_n, phi_n)||^2), τ_j uniform in block j and U_j an unbiased
+    estimate of f(τ_j) with standard error se_j. Then
+
+    .. math::
+        \hat A_J = rac{1}{e_J} \sum_{j \le J} w_j U_j, \qquad
+        E[\hat A_J \mid 	ext{trajectory}] = rac{1}{e_J} \sum_{n \le e_J} f(n),
+
+    a stratified-sampling estimate (Cochran 1977, ch. 5) over one draw per stratum. Its variance,
+    given the trajectory, is (1/e_J^2) sum_j w_j^2 (Var_τ f(τ_j) + E se_j^2). One draw per block
+    cannot estimate the within-block spread Var_τ f on its own; neighbouring blocks can: with
+    d_j = (U_j − U_{j−1})^2 / 2 (the successive-difference estimator, von Neumann 1941), whose
+    expectation is the spread of f over two neighbouring blocks plus (se_j^2 + se_{j−1}^2)/2 plus
+    half the squared change between them, each block's variance is taken as max(d_j, se_j^2)
+    (the first block's from d_2 once it is known):
+
+    .. math::
+        \widehat{SE}^2_J = rac{1}{e_J^2} \sum_j w_j^2 \max(d_j, se_j^2),
+
+    conservative where the curve moves between blocks. A block that is missing (its first
+    iteration not right after the previous block's last) makes the average NaN from there on.
+    """
+
+    def __init__(self) -> None:  # noqa: D107
+        self.load_state_dict({"through": 0, "weighted_sum": 0.0, "variance": 0.0, "previous": None,
+                              "first_width": 0, "first_se_sq": 0.0, "blocks": 0})
+
+    def state_dict(self) -> dict:
+        """The running sums (numbers only), for checkpoints."""
+        return {"through": self.through, "weighted_sum": self.weighted_sum, "variance": self.variance,
+                "previous": self.previous, "first_width": self.first_width, "first_se_sq": self.first_se_sq,
+                "blocks": self.blocks}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.through = int(state["through"])
+        self.weighted_sum = float(state["weighted_sum"])
+        self.variance = float(state["variance"])
+        self.previous = None if state["previous"] is None else float(state["previous"])
+        self.first_width = int(state["first_width"])
+        self.first_se_sq = float(state["first_se_sq"])
+        self.blocks = int(state["blocks"])
+
+    def add(self, first: int, last: int, value: float, se: float) -> tuple[float, float]:
+        """Add block ``first..last`` measured as ``value`` ± ``se``; returns the running average
+        through ``last`` and its standard error."""
+        if first != self.through + 1 or not (math.isfinite(value) and math.isfinite(se)):
+            self.weighted_sum = self.variance = math.nan
+        width = last - first + 1
+        spread = se * se
+        if self.previous is not None:
+            successive = (value - self.previous) ** 2 / 2
+            spread = max(spread, successive)
+            if self.blocks == 1:  # the first block's spread, first seen now
+                self.variance += self.first_width**2 * max(0.0, successive - self.first_se_sq)
+        else:
+            self.first_width, self.first_se_sq = width, se * se
+        self.weighted_sum += width * value
+        self.variance += width**2 * spread
+        self.through, self.previous, self.blocks = last, value, self.blocks + 1
+        return self.weighted_sum / last, math.sqrt(max(self.variance, 0.0)) / last

@@ -1,4 +1,5 @@
-"""Squared gradient norms: the quantity the convergence theorems bound."""
+"""Squared gradient norms of a step's gradient (the mini-batch g of the training step; the full-data
+gradient the convergence theorems bound is the full_gradient diagnostic's)."""
 
 from __future__ import annotations
 

@@ -18,9 +18,12 @@ in 1-20% of them (simulations below). Two cases (both Newey & West 1987 long-run
 ``running_average=False`` (a curve with autocorrelated multiplicative noise, e.g. the
     per-iteration ‖g_n‖²): Var(b̂) = Σ_j w_j² · LRV(r), r the OLS residuals in log space: the
     heteroskedasticity-and-autocorrelation-consistent (HAC) variance of the slope under stationary
-    residuals.
-``running_average=True`` (ȳ(n) = (1/n) Σ_{k≤n} g_k, the column ``grad_norm_sq_avg`` the
-    theorems bound): every ȳ(n) in the window shares the noise of all earlier g_k, including those
+    residuals, and never less than the OLS variance σ̂² / S_xx: on a dozen points (a diagnostic
+    measured along the run) the prewhitened long-run variance is biased low, and the HAC interval
+    alone covered a slope in 88% of 400 simulated runs of 10 points, 96% with the floor.
+``running_average=True`` (ȳ(n) = (1/n) Σ_{k≤n} g_k, e.g. the column ``minibatch_grad_norm_sq_avg``,
+    a running average of the mini-batch norm; the convergence verdict fits raw series instead, see
+    :mod:`bbvi_kit.diagnostics.convergence`): every ȳ(n) in the window shares the noise of all earlier g_k, including those
     before the window, so the residuals in the window are not the noise at all. Instead, with the
     block sums s_i = n_i ȳ_i − n_{i−1} ȳ_{i−1} between recorded steps (n_0 = 0; one iteration each
     when every step is recorded) and S_j = n_j ȳ_j, the delta method gives
@@ -42,7 +45,9 @@ LRV(·) is the long-run variance Σ_l γ(l): AR(1) prewhitening with the lag-1 a
 (bias-corrected by (1 + 3ρ)/T, Kendall 1954, and clipped to [0, 0.97]), a Bartlett-kernel Newey-West
 estimate on the prewhitened series with the bandwidth of Andrews' (1991) AR(1) plug-in rule
 1.1447 (α T)^{1/3}, α = 4ρ'²/((1 − ρ')²(1 + ρ')²), recoloured by 1/(1 − ρ)² (Andrews & Monahan 1992).
-The interval is b̂ ± z_{(1+level)/2} · se.
+The interval is b̂ ± t_{(1+level)/2, T−2} · se, Student's t quantile with T − 2 degrees of freedom
+for T fitted points (the normal quantile for long curves; wider, as it should be, for the dozen
+points of a diagnostic measured along the run).
 
 Checked by simulation: power laws 3 n^{-1/2} times lognormal AR(1) noise (ρ ∈ {0, 0.5, 0.9}), 400
 to 4000 iterations, 300 repetitions per case. Fitted directly, the 95% interval covers the true
@@ -93,6 +98,7 @@ __all__ = [
     "fit_window",
     "long_run_variance",
     "rate_from_run",
+    "student_t_quantile",
     "theory_slope",
     "verdict",
 ]
@@ -210,6 +216,34 @@ def theory_slope(n: Sequence[float]) -> float:
     return float(np.dot(xc, np.log(_reference(n))) / np.dot(xc, xc))
 
 
+def student_t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile (0 < p < 1) of Student's t with ``df`` > 0 degrees of freedom; the
+    normal quantile for df ≥ 1000. Bisection on the distribution function, computed by
+    Simpson's rule on the density Γ((ν+1)/2) / (√(νπ) Γ(ν/2)) (1 + x²/ν)^(−(ν+1)/2) (to about 1e-6 for
+    p ≤ 0.995; not for the far tails of df < 3, which the wide grid of Simpson's rule misses)."""
+    if not 0.0 < p < 1.0 or not df > 0:
+        raise InputError(f"need 0 < p < 1 and df > 0, got p={p}, df={df}")
+    if df >= 1000:
+        return NormalDist().inv_cdf(p)
+    if p < 0.5:
+        return -student_t_quantile(1.0 - p, df)
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(x: float) -> float:
+        grid = np.linspace(0.0, x, 2001)
+        density = np.exp(log_norm - (df + 1) / 2 * np.log1p(grid * grid / df))
+        step = x / 2000
+        return 0.5 + step / 3 * (density[0] + density[-1] + 4 * density[1:-1:2].sum() + 2 * density[2:-1:2].sum())
+
+    low, high = 0.0, 1.0
+    while cdf(high) < p:
+        low, high = high, 2 * high
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf(middle) < p else (low, middle)
+    return (low + high) / 2
+
+
 # ---------------------------------------------------------------------------------------------
 # long-run variance
 
@@ -273,9 +307,9 @@ def fit_rate(
         tail: fraction of the iterations fitted: n ≥ max(3, (1 − tail) · n_max).
         running_average: ``y`` is ȳ(n) = (1/n) Σ_{k≤n} g_k recorded at the (integer, strictly
             increasing) steps ``n``, every row since the first (the engine's
-            ``grad_norm_sq_avg``); the standard error then accounts for all the noise ȳ carries.
+            ``minibatch_grad_norm_sq_avg``); the standard error then accounts for all the noise ȳ carries.
         block_means: with ``running_average``, the mean of g over each block (n_{i−1}, n_i] when
-            known exactly (every step recorded: the ``grad_norm_sq`` column); by default recovered
+            known exactly (every step recorded: the ``minibatch_grad_norm_sq`` column); by default recovered
             as (n_i ȳ_i − n_{i−1} ȳ_{i−1}) / (n_i − n_{i−1}), which loses precision at very
             large n from the float32 rounding of ȳ.
         level: confidence level of the interval.
@@ -309,9 +343,9 @@ def fit_rate(
         if block_means is not None:
             raise InputError("block_means applies to running averages only (running_average=True)")
         lrv, rho, bandwidth = long_run_variance(residuals)
-        variance = float(np.dot(weights, weights)) * lrv
+        variance = max(float(np.dot(weights, weights)) * lrv, naive_se**2 if math.isfinite(naive_se) else 0.0)
     se = math.sqrt(max(variance, 0.0))
-    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    z = student_t_quantile(0.5 + level / 2.0, window.sum() - 2)
     constant = fit_log_rate_constant(n, y, tail)
     return RateFit(
         slope=slope,
@@ -433,16 +467,18 @@ def describe(fit: RateFit) -> str:
 def rate_from_run(
     run_dir: str | Path,
     *,
-    column: str = "grad_norm_sq_avg",
+    column: str = "minibatch_grad_norm_sq",
     tail: float = 0.5,
     level: float = 0.95,
 ) -> RateFit:
-    """The rate fit of one run directory's ``metrics.csv``.
+    """The rate fit of one column of a run directory's ``metrics.csv``.
 
-    ``column`` ``grad_norm_sq_avg`` (default; the running average the theorems bound) is fitted
-    as a running average, using ``grad_norm_sq`` as its exact block means when every step was
-    recorded; any other column (e.g. ``grad_norm_sq``, the per-iteration mini-batch norm) is
-    fitted directly.
+    ``column`` ``minibatch_grad_norm_sq`` (default: the per-iteration mini-batch norm) and any
+    other column but a running average are fitted directly; ``minibatch_grad_norm_sq_avg`` is
+    fitted as a running average (with ``minibatch_grad_norm_sq`` as its exact block means when
+    every step was recorded), whose slope keeps the 1/n memory of the early transient. Neither is
+    the full-data quantity the theorems bound: for the verdict on that, see
+    :mod:`bbvi_kit.diagnostics.convergence`.
     """
     path = Path(run_dir) / "metrics.csv"
     if not path.is_file():
@@ -452,12 +488,12 @@ def rate_from_run(
         raise InputError(f"{path} has no rows with columns step and {column}")
     steps = np.array([r["step"] for r in rows], dtype=float)
     values = np.array([r[column] for r in rows], dtype=float)
-    if column == "grad_norm_sq_avg":
+    if column == "minibatch_grad_norm_sq_avg":
         block_means = None
         every_step = steps.size > 0 and np.array_equal(steps, np.arange(1, steps.size + 1, dtype=float))
-        if every_step and "grad_norm_sq" in rows[0]:
-            block_means = np.array([r["grad_norm_sq"] for r in rows], dtype=float)
+        if every_step and "minibatch_grad_norm_sq" in rows[0]:
+            block_means = np.array([r["minibatch_grad_norm_sq"] for r in rows], dtype=float)
         return fit_rate(steps, values, tail, running_average=True, block_means=block_means, level=level,
-                        quantity="the running average of ‖g‖²")
-    quantity = "‖g‖²" if column == "grad_norm_sq" else column
+                        quantity="the running average of the mini-batch ‖g‖²")
+    quantity = "the mini-batch ‖g‖²" if column == "minibatch_grad_norm_sq" else column
     return fit_rate(steps, values, tail, level=level, quantity=quantity)
