@@ -224,6 +224,8 @@ def _read_table(path: Path) -> Table:
         text = text[: max(text.rfind("\n"), text.rfind("\r")) + 1]  # the line being written
     head, _, body = text.partition("\n")
     header = next(csv.reader([head.rstrip("\r")]), [])
+    # runs written before issue 13 named the mini-batch columns grad_norm_sq*: read them under today's names
+    header = [f"minibatch_{name}" if name.startswith("grad_norm_sq") else name for name in header]
     if not header or not body.strip():
         return Table()
     try:  # the fast path: plain numbers, no empty cells
@@ -764,7 +766,8 @@ def _prepare(group: Group, colour: Any, say: Callable[[str], None], paper: bool 
     data = _GroupData(group=group, colour=colour, ipe=max(_iterations_per_epoch(r) for r in runs), steps=common)
 
     if all(r.has_column("metrics", "minibatch_grad_norm_sq_avg") for r in runs):
-        data.avg = aggregate([(r.column("metrics", "step"), r.column("metrics", "minibatch_grad_norm_sq_avg")) for r in runs])
+        data.avg = aggregate([(r.column("metrics", "step"), r.column("metrics", "minibatch_grad_norm_sq_avg"))
+                              for r in runs])
         data.c_avg = fit_log_rate(data.avg.x, data.avg.mean)
         data.slope_avg = _log_slope(data.avg.x, data.avg.mean)
     data.full_avg = _full_average(runs)
@@ -1145,7 +1148,8 @@ def draw_figures(paths: Sequence[str | Path], out: str | Path,
     drawn curve (x: the last iteration, epoch or evaluation step common to all seeds); under
     ``last_evaluation``, the same at the group's last evaluation over the seeds that reached it
     (what ``iwae_bound_vs_K`` draws). ``scale``: ``plain`` or ``paper`` (panel (a) of
-    ``grad_norm_sq`` in the authors' per-epoch scale, module docstring). Every file is written to a temporary name and renamed.
+    ``grad_norm_sq`` in the authors' per-epoch scale, module docstring). Every file is written to a
+    temporary name and renamed.
     Problems that do not stop the figures (skipped or cut runs) go to ``warn(message)``, by default
     :func:`warnings.warn` with :class:`FiguresWarning`; they are also listed in ``figures.json``.
 

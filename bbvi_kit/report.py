@@ -239,8 +239,8 @@ RULES = [
     "t with M − 1 degrees of freedom), else b, the least-squares slope of log U on log n with a 95% interval "
     "(autocorrelation-robust, never narrower than the plain one, Student's t quantile), is compared with the slope "
     "of log n/√n over the same iterations: consistent when the interval contains it (inconclusive when it also "
-    "contains 0, no decay), faster or slower when it lies below or above. Raw series are fitted, never running averages: a running average keeps a 1/n memory of the "
-    "early transient.",
+    "contains 0, no decay), faster or slower when it lies below or above. Raw series are fitted, never running "
+    "averages: a running average keeps a 1/n memory of the early transient.",
     "Mini-batch ‖g_n‖² (every run; the mean over seeds in a sweep): the same fit of the raw per-step values; at the "
     "noise floor when the slope's interval reaches into |b| ≤ 0.1, since the first of the geometric bins (ratio "
     "0.8) going back whose mean log value stays within 10% (or 2 SE) of the floor's; its noise share from the "

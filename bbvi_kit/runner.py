@@ -244,7 +244,8 @@ def _summary_row(planned: PlannedRun, folder: str, status: str, history: History
     row.update(seed=planned.seed, status=status)
     if history is not None and history.metrics:
         last = history.metrics[-1]
-        row.update(steps=int(last["step"]), final_loss=last["loss"], final_minibatch_grad_norm_sq_avg=last["minibatch_grad_norm_sq_avg"])
+        row.update(steps=int(last["step"]), final_loss=last["loss"],
+                   final_minibatch_grad_norm_sq_avg=last["minibatch_grad_norm_sq_avg"])
     if history is not None and history.evals:
         for key, value in history.evals[-1].items():
             if key not in ("step", "epoch", "time"):

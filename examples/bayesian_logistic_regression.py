@@ -191,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     final = history.metrics[-1]
     result: dict[str, Any] = {
         key: final[key]
-        for key in ("step", "loss", "minibatch_grad_norm_sq", "minibatch_grad_norm_sq_avg", "minibatch_grad_norm_sq_phi", "minibatch_grad_norm_sq_theta")
+        for key in ("step", "loss", "minibatch_grad_norm_sq", "minibatch_grad_norm_sq_avg",
+                    "minibatch_grad_norm_sq_phi", "minibatch_grad_norm_sq_theta")
         if key in final
     }
     result["test_loss"] = history.evals[-1]["test_loss"] if history.evals else float("nan")

@@ -444,3 +444,11 @@ def test_the_full_data_running_average_is_drawn_and_summarised(tmp_path: Path) -
     draw_figures([run], out, warn=lambda m: None)
     final = read_summary(out)["groups"][0]["final"]["full_grad_norm_sq_avg"]
     assert final["x"] == 50 and final["mean"] == pytest.approx(1.3)
+
+
+def test_runs_written_with_the_old_column_names_are_read_under_the_new_ones(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "old")
+    text = (run / "metrics.csv").read_text()
+    (run / "metrics.csv").write_text(text.replace("minibatch_grad_norm_sq", "grad_norm_sq", 3))
+    (record,) = find_runs([run])
+    assert record.has_column("metrics", "minibatch_grad_norm_sq_avg") and not record.has_column("metrics", "grad_norm_sq")

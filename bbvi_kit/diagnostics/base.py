@@ -51,7 +51,9 @@ class DiagnosticOptions(PluginOptions):
     """Options every diagnostic has."""
 
     every: int | None = Field(
-        None, ge=1, le=10**10, description="run every this many iterations (and at the end); null: at each evaluation"
+        None, ge=1, le=10**10,
+        description="run every this many iterations (grid: and at the end; stratified: once in each block of this "
+        "many); null: at each evaluation"
     )
     schedule: Literal["grid", "stratified"] = Field(
         "grid", description="grid: at every, 2 every, ... and the end; stratified: at one uniformly random "

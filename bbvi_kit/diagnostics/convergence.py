@@ -147,7 +147,8 @@ def full_gradient_verdict(
         raise InputError(f"tail must lie in (0, 1], got {tail}")
     quoted = ""
     if average is not None and all(math.isfinite(v) for v in average):
-        quoted = f"; {_THEOREMS}, (1/n) Σ ‖∇L(θ_k)‖², is {_num(average[1])} ± {_num(average[2])} at n = {average[0]:.0f}"
+        quoted = (f"; {_THEOREMS}, (1/n) Σ ‖∇L(θ_k)‖², is {_num(average[1])} ± {_num(average[2])} "
+                  f"at n = {average[0]:.0f}")
     if not n.size:
         return Verdict("too_short", "full_gradient", "no finite full-data gradient estimate was recorded.", "info")
     window = n >= max(3.0, (1.0 - tail) * float(n.max()))
