@@ -233,6 +233,8 @@ def minibatch_verdict(
         raise InputError(f"tail must lie in (0, 1], got {tail}")
     what = "the mini-batch ‖g‖²"
     upper = "E‖g‖² = ‖∇L‖² + tr Cov(g)"
+    measure = ("the full_gradient estimates measure it" if full is not None else
+               "the full_gradient diagnostic (schedule: stratified) measures it")
     if n.size == 0:
         return Verdict("too_short", "minibatch", f"{what}: no finite value recorded.", "info")
     start = max(3.0, (1.0 - tail) * float(n.max()))
@@ -250,7 +252,7 @@ def minibatch_verdict(
         sentence = (f"{what} has been flat since about n = {first:.0f} (slope {fit.slope:.2f}, "
                     f"95% CI {fit.ci_low:.2f} to {fit.ci_high:.2f} over n = {fit.n_start:.0f}–{fit.n_end:.0f}): "
                     f"at its noise floor {_num(floor)}{explained}. As {upper}, a floor says nothing about the rate "
-                    "of the theorems' ‖∇L‖²: the full_gradient diagnostic (schedule: stratified) measures it.")
+                    f"of the theorems' ‖∇L‖²: {measure}.")
         return Verdict("noise_floor", "minibatch", sentence, _LEVEL["noise_floor"], fit,
                        floor_since=first, floor=floor, noise_share=share)
     if fit.ci_low > FLAT_SLOPE:
@@ -263,8 +265,7 @@ def minibatch_verdict(
     kind = verdict(fit)
     if kind == "slower":
         sentence = (f"{what} decays as {_slope_text(fit)}, slower than log n/√n ({_theory_text(fit)}); it is an "
-                    f"upper bound in expectation ({upper}), so this does not show that ‖∇L‖² is slower: the "
-                    "full_gradient diagnostic measures it.")
+                    f"upper bound in expectation ({upper}), so this does not show that ‖∇L‖² is slower: {measure}.")
         return Verdict("slower", "minibatch", sentence, "info", fit)
     relation = "consistent with" if kind == "consistent" else "faster than"
     sentence = (f"{what} decays as {_slope_text(fit)}, {relation} log n/√n ({_theory_text(fit)}); as "
