@@ -2,8 +2,9 @@
 
 Exit codes: 0 success; 1 a run that failed (e.g. a non-finite loss) or an unexpected error;
 2 bad input (recipe, override, plugin name, missing file or dataset, command-line usage);
-130 interrupted. Errors are one line on stderr; ``--debug`` (or ``BBVI_KIT_DEBUG=1``) adds the
-traceback.
+130 interrupted by SIGINT (Ctrl-C), 143 by SIGTERM: a training run stops at the end of its step
+with a checkpoint and prints the ``--resume`` command (:mod:`bbvi_kit.interrupts`). Errors are one
+line on stderr; ``--debug`` (or ``BBVI_KIT_DEBUG=1``) adds the traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Sequence
 import click
 
 import bbvi_kit
+from bbvi_kit import interrupts
 from bbvi_kit.diagnostics import PosteriorCollapseWarning
 from bbvi_kit.errors import BBVIError
 from bbvi_kit.registry import REGISTRIES
@@ -287,19 +289,30 @@ def report(directory: Path, out: Path | None) -> None:
     click.echo(str(write_report(directory, out, warn=_warn)))
 
 
+def _exit_interrupted(exc: KeyboardInterrupt) -> None:
+    """One line for an interruption (with the ``--resume`` command when a run was stopped) and
+    the exit code 128 + the signal (130 for Ctrl-C)."""
+    if isinstance(exc, interrupts.Interrupted):
+        where = getattr(exc, "resume_dir", None)
+        hint = f"; resume with: bbvi-kit run --resume {where}" if where else ""
+        click.echo(f"interrupted: {exc}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    click.echo("interrupted", err=True)
+    sys.exit(130)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: runs the CLI and turns errors into one line and an exit code."""
     _state["debug"] = os.environ.get("BBVI_KIT_DEBUG", "") not in ("", "0")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), interrupts.handling_signals():
             warnings.showwarning = _show_warning
             # every occurrence: the same collapse warning in the next run of a sweep is news too
             warnings.simplefilter("always", PosteriorCollapseWarning)
             code = cli.main(args=list(argv) if argv is not None else None, prog_name="bbvi-kit",
                             standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as exc:  # click's wrapping of a KeyboardInterrupt
+        _exit_interrupted(exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else KeyboardInterrupt())
     except click.ClickException as exc:
         hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
@@ -311,10 +324,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             traceback.print_exc()
         click.echo(f"error: {_one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _exit_interrupted(exc)
     except Exception as exc:  # noqa: BLE001 - the last line of defence for a one-line error
+        signum = interrupts.received()
+        if signum is not None:  # a signal that landed inside library code (an import) left this error
+            click.echo(f"interrupted by {interrupts.signal_name(signum)} during start-up", err=True)
+            sys.exit(128 + signum)
         if _state["debug"]:
             traceback.print_exc()
         click.echo(

@@ -51,7 +51,7 @@ from bbvi_kit.pass_state import PassState
 from bbvi_kit.plugin import PluginOptions
 from bbvi_kit.runs import RunDirectory
 from bbvi_kit.step_log import NonFiniteAtFlush, StepLog, StepResult, nonfinite_message
-from bbvi_kit import distributed, rng_state
+from bbvi_kit import distributed, interrupts, rng_state
 
 
 class TrainingOptions(PluginOptions):
@@ -525,6 +525,10 @@ class Trainer:
         state: training goes on from there exactly as the uninterrupted run would have, and
         ``history`` holds the rows recorded before it (the run's CSV files cut back to the
         checkpoint, see :meth:`RunDirectory.restore_logs`).
+
+        Inside :func:`bbvi_kit.interrupts.handling_signals` (the ``bbvi-kit`` command's, or your
+        own around ``fit``), a SIGTERM or SIGINT ends the step in progress, writes its rows and a
+        checkpoint, and raises :class:`bbvi_kit.interrupts.Interrupted`.
         """
         opts = self.training
         parallel = distributed.current()
@@ -625,6 +629,7 @@ class Trainer:
                     run.diagnostic_log(name).write([row])
 
         def checkpoint(epoch: int, batch_index: int, epoch_generator: torch.Tensor) -> None:
+            nonlocal last_checkpoint_step
             assert checkpoints is not None and run is not None
             flush()
             state = self.state_dict()
@@ -634,54 +639,71 @@ class Trainer:
             }
             state["logs"] = run.log_sizes()
             checkpoints.save(state, self.step)
+            last_checkpoint_step = self.step
+
+        def stop_for_signal(signum: int, epoch: int, batch_index: int, epoch_generator: torch.Tensor) -> None:
+            """A SIGTERM or SIGINT arrived during the step just finished: write the rows and a
+            checkpoint at this step boundary, then stop (:mod:`bbvi_kit.interrupts`)."""
+            if checkpoints is not None and last_checkpoint_step != self.step:
+                checkpoint(epoch, batch_index, epoch_generator)
+            else:
+                flush()
+            saved = f"; checkpoint at step {self.step}" if checkpoints is not None else "; no checkpoint (none kept)"
+            raise interrupts.Interrupted(signum, f"stopped by {interrupts.signal_name(signum)} after step "
+                                                 f"{self.step} (epoch {epoch}){saved}")
 
         bar = tqdm(total=total, initial=self.step, disable=not (opts.progress and writes), unit="it",
                    dynamic_ncols=True, leave=True)
         resuming = resume is not None
         first_step = True
+        last_checkpoint_step = -1
         try:
-            while self.step < total:
-                if resuming:  # the position was restored above, mid-epoch or at its end
-                    resuming = False
-                    epoch_generator = resume["loop"]["epoch_generator"]
-                else:
-                    epoch_generator, batch_index = generator.get_state(), 0
-                for batch in loader:
-                    if self.step >= total:
-                        break
-                    self.step += 1
-                    batch_index += 1
-                    args = _to_device(as_args(batch), self.device)
-                    share = None
-                    if parallel is not None:  # this rank's part of the global batch
-                        global_size = min(opts.batch_size, len(train_data) - (batch_index - 1) * opts.batch_size)
-                        share = len(args[0]) / global_size
-                    step = self._train_step(args, epoch, validate=opts.validation == "every_step" or first_step,
-                                            share=share)
-                    if first_step and run is not None and writes and self.loss.examples is not None:
-                        run.update_info(examples=self.loss.examples.as_dict())
-                    first_step = False
-                    if not log.groups:
-                        log.groups[:] = list(self.groups)
-                    log.add(self.step, epoch, step)
-                    bar.update(1)
-                    if self.step % opts.record_every == 0 or self.step == total:
-                        log.record({"step": self.step, "epoch": epoch, "lr": step.lr,
-                                    "time": time.perf_counter() - start}, step)
-                    if self.step % opts.flush_every == 0:
-                        flush()
-                    epoch_end = batch_index == per_epoch
-                    if (eval_every is not None and self.step % eval_every == 0) or (
-                            eval_every is None and epoch_end) or self.step == total:
-                        do_eval(epoch)
-                    diagnose(epoch, evaluating=False)
-                    if checkpoints is not None and (
-                        (opts.checkpoint_every is not None and self.step % opts.checkpoint_every == 0)
-                        or (opts.checkpoint_every is None and epoch_end) or self.step == total
-                    ):
-                        checkpoint(epoch, batch_index, epoch_generator)
-                epoch += 1
-            flush()
+            with interrupts.deferring(parallel is None):
+                while self.step < total:
+                    if resuming:  # the position was restored above, mid-epoch or at its end
+                        resuming = False
+                        epoch_generator = resume["loop"]["epoch_generator"]
+                    else:
+                        epoch_generator, batch_index = generator.get_state(), 0
+                    for batch in loader:
+                        if self.step >= total:
+                            break
+                        self.step += 1
+                        batch_index += 1
+                        args = _to_device(as_args(batch), self.device)
+                        share = None
+                        if parallel is not None:  # this rank's part of the global batch
+                            global_size = min(opts.batch_size, len(train_data) - (batch_index - 1) * opts.batch_size)
+                            share = len(args[0]) / global_size
+                        step = self._train_step(args, epoch, validate=opts.validation == "every_step" or first_step,
+                                                share=share)
+                        if first_step and run is not None and writes and self.loss.examples is not None:
+                            run.update_info(examples=self.loss.examples.as_dict())
+                        first_step = False
+                        if not log.groups:
+                            log.groups[:] = list(self.groups)
+                        log.add(self.step, epoch, step)
+                        bar.update(1)
+                        if self.step % opts.record_every == 0 or self.step == total:
+                            log.record({"step": self.step, "epoch": epoch, "lr": step.lr,
+                                        "time": time.perf_counter() - start}, step)
+                        if self.step % opts.flush_every == 0:
+                            flush()
+                        epoch_end = batch_index == per_epoch
+                        if (eval_every is not None and self.step % eval_every == 0) or (
+                                eval_every is None and epoch_end) or self.step == total:
+                            do_eval(epoch)
+                        diagnose(epoch, evaluating=False)
+                        if checkpoints is not None and (
+                            (opts.checkpoint_every is not None and self.step % opts.checkpoint_every == 0)
+                            or (opts.checkpoint_every is None and epoch_end) or self.step == total
+                        ):
+                            checkpoint(epoch, batch_index, epoch_generator)
+                        signum = interrupts.requested()
+                        if signum is not None and self.step < total:  # at the last step the run just ends
+                            stop_for_signal(signum, epoch, batch_index, epoch_generator)
+                    epoch += 1
+                flush()
         except BaseException as exc:
             # Keep every row already computed (Ctrl-C, a failing step); the original error wins.
             try:

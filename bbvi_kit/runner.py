@@ -33,6 +33,7 @@ from bbvi_kit.data.base import DataSplits
 from bbvi_kit.engine import History, Trainer, count_parameters
 from bbvi_kit.checkpoint import Checkpoints
 from bbvi_kit.errors import BBVIError, InputError, OutputError
+from bbvi_kit.interrupts import Interrupted, signal_name
 from bbvi_kit.model import BBVIModel
 from bbvi_kit.plotting import plot_run
 from bbvi_kit.recipe import Recipe, load_recipe, resolve
@@ -45,7 +46,7 @@ def _now() -> str:
 
 
 def _error_message(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, BBVIError) else f"{type(exc).__name__}: {exc}"
+    return str(exc) if isinstance(exc, (BBVIError, Interrupted)) else f"{type(exc).__name__}: {exc}"
 
 
 def build_model(recipe: Recipe, data: DataSplits, where: str | None = None) -> BBVIModel:
@@ -70,9 +71,12 @@ def _fail(run: RunDirectory, exc: BaseException, steps: int) -> None:
     itself fail (a full disk): the original error is what the user must see, so that failure is
     swallowed and ``run.json`` keeps saying ``running``, never ``completed``."""
     status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    extra = {"signal": signal_name(exc.signum)} if isinstance(exc, Interrupted) else {}
+    if isinstance(exc, Interrupted):
+        exc.resume_dir = str(run.path)
     try:
         run.close()
-        run.update_info(status=status, error=_error_message(exc), steps_done=steps, finished=_now())
+        run.update_info(status=status, error=_error_message(exc), steps_done=steps, finished=_now(), **extra)
     except OSError:
         pass
     finally:
@@ -515,7 +519,9 @@ def _run_sweep(
             result.resumed += done.resumed
             result.failed += done.row["status"] == "failed"
             finish(index, done.row)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Interrupted):
+            exc.resume_dir = str(parent)  # the sweep, not the run it was in
         for i, info in enumerate(runs_info):
             if info["status"] == "running" and i not in rows:
                 info["status"] = "interrupted"

@@ -10,6 +10,11 @@ nothing, so the same recipe resumes (and runs as the reference) untouched.
   of the file's bytes are on disk.
 - ``BBVI_TEST_KILL_AFTER_RENAME=N``: SIGKILL itself after the N-th checkpoint file is renamed into
   place but before ``index.json`` names it.
+- ``BBVI_TEST_SIGNAL_AT_STEP=N`` with ``BBVI_TEST_SIGNAL=TERM`` (or ``INT``): send that signal to
+  itself at the start of step N's gradient norm, i.e. in the middle of step N (counted per
+  process); ``BBVI_TEST_SIGNAL_TWICE=1`` sends it a second time right after the first.
+- ``BBVI_TEST_SIGNAL_ON_LOAD=TERM`` (or ``INT``): send it to itself while this plugin is imported,
+  during start-up.
 - ``BBVI_TEST_STEP_DELAY=seconds``: sleep in every step (so a test can kill it from outside at a
   random moment).
 - ``BBVI_TEST_METRICS_FULL_AT=bytes``: ``metrics.csv`` behaves as on a disk that is full once the
@@ -33,10 +38,16 @@ def _die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+if os.environ.get("BBVI_TEST_SIGNAL_ON_LOAD"):  # a signal during start-up (the recipe's plugins load)
+    os.kill(os.getpid(), getattr(signal, "SIG" + os.environ["BBVI_TEST_SIGNAL_ON_LOAD"]))
+
 _kill_at = int(os.environ.get("BBVI_TEST_KILL_AT_STEP", "0"))
+_signal_at = int(os.environ.get("BBVI_TEST_SIGNAL_AT_STEP", "0"))
+_signal = getattr(signal, "SIG" + os.environ.get("BBVI_TEST_SIGNAL", "TERM"))
+_signal_twice = os.environ.get("BBVI_TEST_SIGNAL_TWICE") == "1"
 _kill_once = os.environ.get("BBVI_TEST_KILL_ONCE_MARKER")
 _delay = float(os.environ.get("BBVI_TEST_STEP_DELAY", "0"))
-if _kill_at or _delay:
+if _kill_at or _delay or _signal_at:
     _norms = engine.squared_grad_norms
     _calls = [0]
 
@@ -50,6 +61,10 @@ if _kill_at or _delay:
                 _die()
             except FileExistsError:
                 pass
+        if _calls[0] == _signal_at:
+            os.kill(os.getpid(), _signal)
+            if _signal_twice:
+                os.kill(os.getpid(), _signal)
         if _delay:
             time.sleep(_delay)
         return _norms(groups)

@@ -289,3 +289,68 @@ def test_a_killed_sweep_resumes_its_unfinished_runs_and_keeps_the_finished_ones(
     summary = list(csv.DictReader((sweep / "summary.csv").read_text().splitlines()))
     assert [r["status"] for r in summary] == ["completed"] * 3
     assert (sweep / "plots" / "grad_norm_sq.png").is_file()
+
+
+# -- SIGTERM and SIGINT: stop at the step boundary with a checkpoint ------------------------------
+@pytest.mark.parametrize(("name", "step", "code"), [("TERM", 7, 143), ("INT", 12, 130), ("TERM", 1, 143)])
+def test_a_signal_stops_at_the_step_boundary_with_a_checkpoint_and_resume_is_exact(
+    tmp_path: Path, reference: dict[str, object], name: str, step: int, code: int
+) -> None:
+    """The signal lands in the middle of step ``step`` (sent by the process to itself from inside
+    the step, as a scheduler's would land): the step finishes, its rows and a checkpoint at that
+    step are written, run.json says interrupted with the signal, and the command exits 128 + the
+    signal number with one line naming the resume command."""
+    root = workdir(tmp_path)
+    stopped = bbvi(["run", "recipe.yaml"], root, BBVI_TEST_SIGNAL_AT_STEP=str(step), BBVI_TEST_SIGNAL=name)
+    assert stopped.returncode == code, stopped.stderr
+    run = only_run_dir(root)
+    err = stopped.stderr.strip().splitlines()[-1]
+    assert err == (f"interrupted: stopped by SIG{name} after step {step} (epoch {(step - 1) // 6}); checkpoint at "
+                   f"step {step}; resume with: bbvi-kit run --resume {run.relative_to(root)}")
+    info = json.loads((run / "run.json").read_text())
+    assert (info["status"], info["signal"], info["steps_done"]) == ("interrupted", f"SIG{name}", step)
+    assert Checkpoints(run).latest().step == step
+    assert [int(r["step"]) for r in rows(run / "metrics.csv")] == list(range(1, step + 1))
+    resume_and_compare(root, reference, status="interrupted")
+
+
+def test_a_second_signal_stops_at_once(tmp_path: Path, reference: dict[str, object]) -> None:
+    root = workdir(tmp_path)
+    stopped = bbvi(["run", "recipe.yaml"], root, BBVI_TEST_SIGNAL_AT_STEP="8", BBVI_TEST_SIGNAL_TWICE="1")
+    assert stopped.returncode == 143, stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1].startswith("interrupted: interrupted by SIGTERM; resume with: ")
+    run = only_run_dir(root)
+    assert Checkpoints(run).latest().step == 5  # no new checkpoint: the last regular one
+    assert [int(r["step"]) for r in rows(run / "metrics.csv")] == list(range(1, 8))  # step 8 never finished
+    resume_and_compare(root, reference, status="interrupted")
+
+
+def test_sigterm_at_a_random_moment_then_resume_is_the_uninterrupted_run(
+    tmp_path: Path, reference: dict[str, object]
+) -> None:
+    root = workdir(tmp_path)
+    target = random.Random(3).randint(3, STEPS - 5)
+    proc = start(["run", "recipe.yaml"], root, BBVI_TEST_STEP_DELAY="0.02")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        runs = list((root / "runs" / "faulty").glob("*/metrics.csv")) if (root / "runs").exists() else []
+        if runs and runs[0].read_text().count("\n") - 1 >= target:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.002)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    run = only_run_dir(root)
+    stopped_at = json.loads((run / "run.json").read_text())["steps_done"]
+    assert Checkpoints(run).latest().step == stopped_at >= target
+    resume_and_compare(root, reference, status="interrupted")
+
+
+@pytest.mark.parametrize(("name", "code"), [("TERM", 143), ("INT", 130)])
+def test_a_signal_during_start_up_gives_one_line(tmp_path: Path, name: str, code: int) -> None:
+    root = workdir(tmp_path)
+    stopped = bbvi(["run", "recipe.yaml"], root, BBVI_TEST_SIGNAL_ON_LOAD=name)
+    assert stopped.returncode == code
+    lines = [line for line in stopped.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted") and "Traceback" not in stopped.stderr, lines
+    assert not (root / "runs").exists() or not list((root / "runs").rglob("checkpoints/*.pt"))
