@@ -638,6 +638,7 @@ class Trainer:
                 **log.state(), "last_eval_step": last_eval_step, "elapsed": time.perf_counter() - start,
             }
             state["logs"] = run.log_sizes()
+            state["identity"] = run.identity()
             checkpoints.save(state, self.step)
             last_checkpoint_step = self.step
 

@@ -18,9 +18,11 @@ on with the next one.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -62,8 +64,9 @@ def build_model(recipe: Recipe, data: DataSplits, where: str | None = None) -> B
 
 
 def _start(run: RunDirectory, recipe: Recipe, info: dict[str, Any]) -> None:
-    run.write_recipe(recipe.as_dict())
-    run.update_info(status="running", recipe_source=recipe.source, seed=recipe.training.seed, **info)
+    digest = run.write_recipe(recipe.as_dict())
+    run.update_info(status="running", recipe_source=recipe.source, seed=recipe.training.seed,
+                    run_uid=uuid.uuid4().hex, recipe_sha256=digest, **info)
 
 
 def _fail(run: RunDirectory, exc: BaseException, steps: int) -> None:
@@ -179,6 +182,53 @@ def _read_status(path: Path) -> str | None:
         return None
 
 
+def _check_identity(run: RunDirectory, state: dict[str, Any] | None, checkpoint: Path | None) -> None:
+    """Refuse, in one line and before anything is imported or changed, a ``recipe.yaml`` edited
+    since the run started (naming the keys that differ from the checkpoint's copy) and a
+    checkpoint of another run. Runs started before ``run.json`` recorded these are not checked."""
+    expected = run.info.get("recipe_sha256")
+    if not expected:
+        return
+    recipe_path = run.path / "recipe.yaml"
+    try:
+        text = recipe_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{recipe_path}: cannot read it ({exc})") from None
+    identity = state.get("identity") if state is not None else None
+    if state is not None and (not isinstance(identity, dict) or identity.get("run_uid") != run.info.get("run_uid")
+                              or identity.get("recipe_sha256") != expected):
+        raise InputError(f"checkpoint {checkpoint}: refused, it belongs to another run (its run id or recipe "
+                         f"differs from {run.path / 'run.json'})")
+    if hashlib.sha256(text.encode("utf-8")).hexdigest() == expected:
+        return
+    changed = _changed_keys(identity.get("recipe_text", "") if identity else "", text)
+    what = f" ({', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''} changed)" if changed else ""
+    raise InputError(f"{recipe_path}: edited since the run started{what}; a resumed run runs the recipe it "
+                     "started with: put it back, or start a new run with the new recipe")
+
+
+def _changed_keys(before: str, after: str) -> list[str]:
+    """The dotted keys whose values differ between two recipe texts (read with the safe loader,
+    nothing imported); empty when either cannot be read."""
+    try:
+        old, new = yaml.safe_load(before), yaml.safe_load(after)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return []
+
+    def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(node, dict) and node:
+            out: dict[str, Any] = {}
+            for key, value in node.items():
+                out.update(flat(value, f"{prefix}{key}."))
+            return out
+        return {prefix[:-1]: node}
+
+    a, b = flat(old), flat(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, object()) != b.get(k, object()))
+
+
 def resume_run(path: Path, data: DataSplits | None = None) -> tuple[History, int | None]:
     """Go on with the interrupted run in ``path`` from its last checkpoint, exactly as the
     uninterrupted run would have gone on; returns its history and the step it resumed from
@@ -194,13 +244,15 @@ def resume_run(path: Path, data: DataSplits | None = None) -> tuple[History, int
     try:
         if run.info.get("status") == "completed":
             raise InputError(f"{path}: the run is already completed; nothing to resume")
-        recipe = load_recipe(path / "recipe.yaml")
+        checkpoints = Checkpoints(path)
+        record = checkpoints.latest()
+        state = checkpoints.load(record) if record is not None else None
+        _check_identity(run, state, checkpoints.path / record.file if record is not None else None)
+        recipe = load_recipe(path / "recipe.yaml")  # only now: its plugins are imported
+        checkpoints.keep = recipe.training.keep_checkpoints
         if data is None:
             data = recipe.data.build().load()
         model = build_model(recipe, data, where=str(path / "recipe.yaml"))
-        checkpoints = Checkpoints(path, recipe.training.keep_checkpoints)
-        record = checkpoints.latest()
-        state = checkpoints.load(record) if record is not None else None
         reference = model.reference_losses(data)
         trainer = _make_trainer(recipe, model, reference)
         if state is not None:

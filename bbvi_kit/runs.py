@@ -18,6 +18,7 @@ overwritten. A crashed run keeps every row flushed before the crash, and ``run.j
 from __future__ import annotations
 
 import csv
+import hashlib
 import datetime as _dt
 import io
 import json
@@ -64,6 +65,25 @@ class CsvLog:
         self._fh: Any = None
         self.columns: list[str] | None = None
 
+    @staticmethod
+    def check_cut(path: Path, size: int) -> None:
+        """Refuse (an :class:`InputError`, nothing changed) a cut of ``path`` at ``size`` bytes
+        that the file cannot have had: longer than the file, or inside a row (a checkpoint of
+        another run, or a file edited since)."""
+        if size == 0:
+            return
+        actual = path.stat().st_size if path.exists() else -1
+        if actual < size:
+            raise InputError(
+                f"{path}: has {max(actual, 0)} bytes but the checkpoint recorded {size}: "
+                "it was changed or cut after the checkpoint was taken"
+            )
+        with open(path, "rb") as fh:
+            fh.seek(size - 1)
+            if fh.read(1) != b"\n":
+                raise InputError(f"{path}: the checkpoint's size {size} falls inside a row: the checkpoint "
+                                 "was not taken with this file")
+
     @classmethod
     def reopen(cls, path: Path, size: int) -> tuple["CsvLog", list[dict[str, float]]]:
         """Cut ``path`` back to its first ``size`` bytes (what a checkpoint recorded) and open it
@@ -72,12 +92,7 @@ class CsvLog:
         if size == 0:
             path.unlink(missing_ok=True)
             return log, []
-        actual = path.stat().st_size if path.exists() else -1
-        if actual < size:
-            raise InputError(
-                f"{path}: has {max(actual, 0)} bytes but the checkpoint recorded {size}: "
-                "it was changed or cut after the checkpoint was taken"
-            )
+        cls.check_cut(path, size)
         os.truncate(path, size)
         with open(path, newline="", encoding="utf-8") as fh:
             header = fh.readline()
@@ -313,6 +328,8 @@ class RunDirectory:
         for rel, size in sizes.items():
             if not isinstance(rel, str) or not _CSV_NAME.match(rel) or not isinstance(size, int) or size < 0:
                 raise InputError(f"{self.path}: the checkpoint names an unexpected log {rel!r}")
+        for rel, size in sizes.items():  # every file checked before any is cut
+            CsvLog.check_cut(self.path / rel, size)
         present = [p for p in (self.path / "metrics.csv", self.path / "eval.csv") if p.exists()]
         if (self.path / "diagnostics").is_dir():
             present += sorted((self.path / "diagnostics").glob("*.csv"))
@@ -337,8 +354,19 @@ class RunDirectory:
         """What ``run.json`` holds."""
         return dict(self._info)
 
-    def write_recipe(self, recipe: Mapping[str, Any]) -> None:
-        atomic_write_text(self.path / "recipe.yaml", yaml.safe_dump(dict(recipe), sort_keys=False))
+    def write_recipe(self, recipe: Mapping[str, Any]) -> str:
+        """Write the resolved recipe as ``recipe.yaml``; returns its text's SHA-256 (what
+        ``run.json`` and every checkpoint record, so that a resume can tell an edited recipe)."""
+        text = yaml.safe_dump(dict(recipe), sort_keys=False)
+        atomic_write_text(self.path / "recipe.yaml", text)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def identity(self) -> dict[str, Any]:
+        """What makes a checkpoint this run's: ``run.json``'s ``run_uid`` (drawn when the run
+        started), its recipe's SHA-256 and text (to name what an edit changed)."""
+        recipe = self.path / "recipe.yaml"
+        return {"run_uid": self._info.get("run_uid"), "recipe_sha256": self._info.get("recipe_sha256"),
+                "recipe_text": recipe.read_text(encoding="utf-8") if recipe.is_file() else ""}
 
     def update_info(self, **fields: Any) -> None:
         """Merge ``fields`` into ``run.json`` and rewrite it atomically."""

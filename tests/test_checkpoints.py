@@ -402,3 +402,24 @@ def test_resume_from_python_with_param_store_parameters(tmp_path: Path) -> None:
     assert [r["loss"] for r in kept["metrics.csv"] + history.metrics] == [r["loss"] for r in reference.metrics]
     assert [r["test_loss"] for r in kept["eval.csv"] + history.evals] == [r["test_loss"] for r in reference.evals]
     assert read_csv(run.path / "metrics.csv")[-1]["minibatch_grad_norm_sq_avg"] == reference.metrics[-1]["minibatch_grad_norm_sq_avg"]
+
+
+def test_a_cut_inside_a_row_is_refused_before_any_file_changes(tmp_path: Path) -> None:
+    from bbvi_kit.errors import InputError
+    from bbvi_kit.runs import RunDirectory
+
+    run = RunDirectory.create(tmp_path, "cut")
+    run.metrics.write([{"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.25}])
+    run.evals.write([{"step": 2, "test_loss": 3.0}])
+    run.close()
+    run.release()
+    metrics, evals = (run.path / "metrics.csv").read_bytes(), (run.path / "eval.csv").read_bytes()
+    again = RunDirectory.reopen(run.path)
+    try:
+        with pytest.raises(InputError, match="falls inside a row"):
+            again.restore_logs({"eval.csv": len(evals) - 3, "metrics.csv": len(metrics) - 3})
+        with pytest.raises(InputError, match="falls inside a row"):
+            again.restore_logs({"metrics.csv": len(metrics) - 3, "eval.csv": len(evals)})
+    finally:
+        again.release()
+    assert (run.path / "metrics.csv").read_bytes() == metrics and (run.path / "eval.csv").read_bytes() == evals

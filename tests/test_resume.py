@@ -11,6 +11,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -354,3 +355,41 @@ def test_a_signal_during_start_up_gives_one_line(tmp_path: Path, name: str, code
     lines = [line for line in stopped.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted") and "Traceback" not in stopped.stderr, lines
     assert not (root / "runs").exists() or not list((root / "runs").rglob("checkpoints/*.pt"))
+
+
+# -- a checkpoint belongs to one run; resume runs the recipe the run started with ------------------
+def test_a_checkpoint_of_another_run_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    """Two runs of the same recipe; the second's checkpoints and index, consistent among
+    themselves, are put in the first: resume refuses in one line and cuts no file."""
+    root = workdir(tmp_path)
+    for _ in range(2):
+        assert bbvi(["run", "recipe.yaml"], root, BBVI_TEST_KILL_AT_STEP="17").returncode == -signal.SIGKILL
+    first, second = sorted((root / "runs" / "faulty").iterdir())
+    shutil.rmtree(first / "checkpoints")
+    shutil.copytree(second / "checkpoints", first / "checkpoints")
+    before = {p.name: p.read_bytes() for p in first.glob("*.csv")}
+    refused = bbvi(["run", "--resume", str(first)], root)
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("error: checkpoint ") and "refused, it belongs to another run" in line
+    assert {p.name: p.read_bytes() for p in first.glob("*.csv")} == before
+
+
+def test_an_edited_recipe_is_refused_naming_what_changed(tmp_path: Path) -> None:
+    root = workdir(tmp_path)
+    assert bbvi(["run", "recipe.yaml"], root, BBVI_TEST_KILL_AT_STEP="12").returncode == -signal.SIGKILL
+    run = only_run_dir(root)
+    original = (run / "recipe.yaml").read_text()
+    recipe = yaml.safe_load(original)
+    recipe["optimizer"]["lr"] = 0.1
+    recipe["training"]["seed"] = 4
+    recipe["plugins"] = [*recipe.get("plugins", []), "evil.py"]
+    (root / "evil.py").write_text("import pathlib\npathlib.Path('imported').write_text('yes')\n")
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    refused = bbvi(["run", "--resume", str(run)], root)
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert "recipe.yaml: edited since the run started (optimizer.lr, plugins, training.seed changed)" in line
+    assert not (root / "imported").exists()  # the added plugin never ran
+    (run / "recipe.yaml").write_text(original)  # put back, the run resumes
+    assert bbvi(["run", "--resume", str(run)], root).returncode == 0
