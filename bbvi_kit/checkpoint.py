@@ -9,7 +9,9 @@ A run directory's ``checkpoints/`` folder holds::
 A checkpoint is written to a temporary file, flushed to disk and renamed into place; only then is
 it added to ``index.json`` (itself replaced atomically) and the oldest beyond ``keep`` deleted. A
 process killed at any moment therefore leaves the index naming only complete checkpoints; a file
-the index does not name is the debris of a killed write and is removed on resume.
+the index does not name is the debris of a killed write and is removed on resume. When the index
+is missing or empty, the newest ``step-<n>.pt`` that loads is adopted instead
+(:meth:`Checkpoints.find_unindexed`): valid checkpoints are never treated as debris.
 
 Reading verifies the size and SHA-256 recorded in the index and loads with
 ``torch.load(weights_only=True)``, which unpickles tensors and plain containers only and never
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -172,6 +175,30 @@ class Checkpoints:
         for old in dropped:
             (self.path / old.file).unlink(missing_ok=True)
         return record
+
+    def find_unindexed(self) -> CheckpointRecord | None:
+        """When ``index.json`` is missing or names no checkpoint: the newest ``step-<n>.pt`` that
+        loads as a checkpoint of step n (a file gets its final name only once complete), as a
+        record with its size and SHA-256 computed now; ``None`` when none does. Nothing is written
+        or deleted: :meth:`adopt` indexes it once the caller has accepted it."""
+        if not self.path.is_dir():
+            return None
+        for path in sorted(self.path.glob("step-*.pt"), reverse=True):
+            match = re.fullmatch(r"step-(\d{9})\.pt", path.name)
+            if match is None or not path.is_file():
+                continue
+            try:
+                size, digest = _sha256_of(path)
+                record = CheckpointRecord(file=path.name, step=int(match.group(1)), size=size, sha256=digest)
+                self.load(record)
+            except (OSError, InputError):
+                continue
+            return record
+        return None
+
+    def adopt(self, record: CheckpointRecord) -> None:
+        """Index ``record`` (from :meth:`find_unindexed`) as the only complete checkpoint."""
+        self._write_index([record])
 
     def remove_debris(self) -> list[Path]:
         """Delete files the index does not name (a write killed half-way); returns them."""

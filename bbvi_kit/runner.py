@@ -207,6 +207,25 @@ def _check_identity(run: RunDirectory, state: dict[str, Any] | None, checkpoint:
                      "started with: put it back, or start a new run with the new recipe")
 
 
+def _check_nothing_lost(run: RunDirectory, recipe: Recipe, data: DataSplits) -> None:
+    """With no checkpoint to resume from, a resume starts the run again and drops its rows: right
+    for a run stopped before its first checkpoint, refused (one line, nothing changed) when
+    ``metrics.csv`` reaches past the step where the first checkpoint was due: then checkpoints
+    were written and have been lost (``checkpoints/`` deleted), and the rows are all that is left."""
+    training = recipe.training
+    if not training.keep_checkpoints or not (run.path / "metrics.csv").is_file():
+        return
+    per_epoch = -(-len(data.train) // training.batch_size)  # type: ignore[arg-type]
+    total = per_epoch * training.epochs if training.iterations is None else min(per_epoch * training.epochs,
+                                                                               training.iterations)
+    first = min(training.checkpoint_every or per_epoch, total)
+    steps = [row.get("step", 0.0) for row in read_csv(run.path / "metrics.csv")]
+    if steps and max(steps) >= first:
+        raise InputError(f"{run.path}: metrics.csv reaches step {max(steps):.0f}, past the first checkpoint (step "
+                         f"{first}), but {run.path / 'checkpoints'} holds none that loads: resuming would start "
+                         "again and discard those rows; nothing was changed (start a new run instead)")
+
+
 def _changed_keys(before: str, after: str) -> list[str]:
     """The dotted keys whose values differ between two recipe texts (read with the safe loader,
     nothing imported); empty when either cannot be read."""
@@ -246,6 +265,7 @@ def resume_run(path: Path, data: DataSplits | None = None) -> tuple[History, int
             raise InputError(f"{path}: the run is already completed; nothing to resume")
         checkpoints = Checkpoints(path)
         record = checkpoints.latest()
+        adopted = record is None and (record := checkpoints.find_unindexed()) is not None  # index lost
         state = checkpoints.load(record) if record is not None else None
         _check_identity(run, state, checkpoints.path / record.file if record is not None else None)
         recipe = load_recipe(path / "recipe.yaml")  # only now: its plugins are imported
@@ -253,10 +273,14 @@ def resume_run(path: Path, data: DataSplits | None = None) -> tuple[History, int
         if data is None:
             data = recipe.data.build().load()
         model = build_model(recipe, data, where=str(path / "recipe.yaml"))
+        if record is None:
+            _check_nothing_lost(run, recipe, data)
         reference = model.reference_losses(data)
         trainer = _make_trainer(recipe, model, reference)
         if state is not None:
             trainer.restore(state, data.train)
+        if adopted:
+            checkpoints.adopt(record)
         checkpoints.remove_debris()
         kept = run.restore_logs(state["logs"] if state is not None else {})
     except BaseException:

@@ -393,3 +393,34 @@ def test_an_edited_recipe_is_refused_naming_what_changed(tmp_path: Path) -> None
     assert not (root / "imported").exists()  # the added plugin never ran
     (run / "recipe.yaml").write_text(original)  # put back, the run resumes
     assert bbvi(["run", "--resume", str(run)], root).returncode == 0
+
+
+# -- a lost index or a lost checkpoints folder never costs rows ------------------------------------
+@pytest.mark.parametrize("damage", ["deleted", "emptied"])
+def test_a_lost_index_is_rebuilt_from_the_checkpoint_files(
+    tmp_path: Path, reference: dict[str, object], damage: str
+) -> None:
+    root = workdir(tmp_path)
+    assert bbvi(["run", "recipe.yaml"], root, BBVI_TEST_KILL_AT_STEP="17").returncode == -signal.SIGKILL
+    run = only_run_dir(root)
+    index = run / "checkpoints" / "index.json"
+    if damage == "deleted":
+        index.unlink()
+    else:
+        index.write_text('{"format": 1, "checkpoints": []}\n')
+    run_dir = resume_and_compare(root, reference)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["resumed"][-1]["from_step"] == 15  # the newest step file, adopted: not a restart
+
+
+def test_lost_checkpoints_with_rows_past_the_first_one_are_refused(tmp_path: Path) -> None:
+    root = workdir(tmp_path)
+    assert bbvi(["run", "recipe.yaml"], root, BBVI_TEST_KILL_AT_STEP="17").returncode == -signal.SIGKILL
+    run = only_run_dir(root)
+    shutil.rmtree(run / "checkpoints")
+    before = {p.name: p.read_bytes() for p in run.glob("*.csv")}
+    refused = bbvi(["run", "--resume", str(run)], root)
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert "metrics.csv reaches step 16, past the first checkpoint (step 5)" in line and "nothing was changed" in line
+    assert {p.name: p.read_bytes() for p in run.glob("*.csv")} == before
