@@ -10,7 +10,10 @@ machine, or a shared file system on a cluster).
 - :class:`LocalExecutor` (``--executor local``): ``concurrent.futures.ProcessPoolExecutor``
   with spawned workers. Default size: one worker per GPU (each sees only its GPU), else as many
   as the CPUs allow with the CPUs shared out (``torch.set_num_threads``), so the machine is never
-  oversubscribed.
+  oversubscribed. The workers never outlive their driver: when the driver is interrupted
+  (SIGTERM, Ctrl-C) it asks every worker to stop (SIGTERM: each run ends its step and writes a
+  checkpoint) and waits for them; when the driver dies (SIGKILL), each worker notices within
+  half a second that its parent is gone, stops its run the same way and exits.
 - :class:`RayExecutor` (``--executor ray``): one Ray task per run, asking for one GPU when the
   cluster has GPUs and the run may use one, else for one CPU; ``max_retries`` resubmits a task
   whose worker died (a preempted node), and the resubmitted run goes on from its last checkpoint.
@@ -28,10 +31,14 @@ import copy
 import dataclasses
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from typing import Any, Callable, Iterator
 
 import torch
 
+from bbvi_kit import interrupts
 from bbvi_kit.data.base import available_cpus
 from bbvi_kit.errors import InputError
 from bbvi_kit.runner import JobResult, SweepJob, execute_job, failed_job
@@ -57,16 +64,46 @@ def _quiet(job: SweepJob) -> SweepJob:
 
 
 # -- local process pool ------------------------------------------------------------------------
-def _init_local_worker(gpus: Any, threads: int) -> None:
+ORPHAN_POLL_S = 0.5
+"""How often a pool worker checks that its driver is alive."""
+ORPHAN_GRACE_S = 600.0
+"""How long an orphaned worker waits for its run to reach a step boundary and checkpoint."""
+_busy = threading.Event()  # a job is running in this worker
+_orphaned = threading.Event()  # this worker's driver is gone
+
+
+def _watch_parent(parent: int) -> None:
+    """A worker's watchdog: once the driver process ``parent`` is gone, stop the run in progress
+    at its step boundary (SIGTERM to itself: rows and a checkpoint written), then exit."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL_S)
+    _orphaned.set()
+    if _busy.is_set():
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + ORPHAN_GRACE_S
+        while _busy.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    os._exit(1)
+
+
+def _init_local_worker(gpus: Any, threads: int, parent: int) -> None:
     """In each pool worker, before any CUDA call: take one GPU of the queue (if any) and a fair
-    share of the CPUs."""
+    share of the CPUs; stop at step boundaries on SIGTERM or SIGINT; watch the driver."""
     if gpus is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
     torch.set_num_threads(threads)
+    interrupts.install_for_worker(idle=lambda: not _busy.is_set())
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="bbvi-kit-parent-watch").start()
 
 
 def _run_local(job: SweepJob) -> JobResult:
-    return execute_job(job)
+    if _orphaned.is_set():  # a job read from the queue after the driver died: leave it to --resume
+        os._exit(1)
+    _busy.set()
+    try:
+        return execute_job(job)
+    finally:
+        _busy.clear()
 
 
 class LocalExecutor:
@@ -92,7 +129,7 @@ class LocalExecutor:
             for gpu in range(workers):
                 queue.put(gpu)
         pool = futures.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_local_worker,
-                                           initargs=(queue, _threads_per_worker(workers)))
+                                           initargs=(queue, _threads_per_worker(workers), os.getpid()))
         try:
             pending = {}
             for job in jobs:
@@ -106,7 +143,15 @@ class LocalExecutor:
                     done = failed_job(job, f"the worker process running it died ({exc}); --resume finishes it")
                 yield job.index, done
         except BaseException:
+            # interrupted (SIGTERM, Ctrl-C) or failed: no new run starts; the running ones end their
+            # step and write a checkpoint (SIGTERM to each worker), and the driver waits for that
+            processes = list((getattr(pool, "_processes", None) or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+            for process in processes:
+                process.join(ORPHAN_GRACE_S)
             raise
         pool.shutdown(wait=True)
 

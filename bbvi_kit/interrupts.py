@@ -21,15 +21,18 @@ a signal that reaches the processes at different moments cannot promise.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-__all__ = ["Interrupted", "deferring", "handling_signals", "received", "requested", "signal_name"]
+__all__ = ["Interrupted", "deferring", "handling_signals", "install_for_worker", "received", "requested",
+           "signal_name"]
 
 _HANDLED = (signal.SIGINT, signal.SIGTERM)
-_state: dict[str, Any] = {"installed": False, "deferring": False, "signum": None}
+_state: dict[str, Any] = {"installed": False, "deferring": False, "signum": None, "escalate": True,
+                          "idle": None}
 _last: dict[str, int | None] = {"signum": None}  # outlives handling_signals, for the error it leaves
 
 
@@ -59,8 +62,11 @@ def signal_name(signum: int) -> str:
 def _handler(signum: int, _frame: Any) -> None:
     first = _state["signum"] is None
     _state["signum"] = _last["signum"] = signum
-    if _state["deferring"] and first:
+    if _state["deferring"] and (first or not _state["escalate"]):
         return  # the training loop stops at the end of the step it is in
+    idle = _state.get("idle")
+    if idle is not None and idle():
+        os._exit(128 + signum)  # a pool worker between jobs: nothing to save, nothing to print
     raise Interrupted(signum)
 
 
@@ -73,7 +79,7 @@ def handling_signals() -> Iterator[None]:
         return
     previous = {s: signal.signal(s, _handler) for s in _HANDLED}
     saved = dict(_state)
-    _state.update(installed=True, deferring=False, signum=None)
+    _state.update(installed=True, deferring=False, signum=None, escalate=True, idle=None)
     _last["signum"] = None
     try:
         yield
@@ -81,6 +87,19 @@ def handling_signals() -> Iterator[None]:
         for s, handler in previous.items():
             signal.signal(s, handler)
         _state.update(saved)
+
+
+def install_for_worker(idle: Callable[[], bool]) -> None:
+    """For the rest of this process (a sweep's pool worker): SIGTERM and SIGINT stop the training
+    loop at its step boundary with a checkpoint, however many arrive (a terminal's Ctrl-C reaches
+    the worker and its driver, which then asks the worker to stop too: that must not escalate);
+    while ``idle()`` (no job), the process exits at once, quietly, with 128 + the signal."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for s in _HANDLED:
+        signal.signal(s, _handler)
+    _state.update(installed=True, deferring=False, signum=None, escalate=False, idle=idle)
+    _last["signum"] = None
 
 
 @contextmanager

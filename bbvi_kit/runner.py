@@ -502,11 +502,12 @@ def execute_job(job: SweepJob, recipe: Recipe | None = None, data: DataSplits | 
             data = load_data(recipe)
         if folder.exists() and _read_status(folder) == "completed":
             history = _history_from_files(folder)
-        elif folder.exists():
+        elif folder.exists() and _begun(folder):
             history, _ = resume_run(folder, data)
             resumed = True
-        else:
-            run = RunDirectory.create_named(Path(job.parent), job.folder)
+        else:  # not made yet, or made by a process killed before its run began: start it
+            run = RunDirectory.reopen(folder) if folder.exists() else RunDirectory.create_named(Path(job.parent),
+                                                                                                job.folder)
             info = {"point": job.point, "point_label": job.label, "sweep": job.parent}
             try:
                 model = build_model(recipe, data, job.source)
@@ -520,6 +521,16 @@ def execute_job(job: SweepJob, recipe: Recipe | None = None, data: DataSplits | 
     except Exception as exc:  # noqa: BLE001 - one failing point must not lose the others
         status, error = "failed", _error_message(exc)
     return JobResult(_summary_row(planned, job.folder, status, history, error), resumed)
+
+
+def _begun(folder: Path) -> bool:
+    """Whether a run directory holds a run that began: ``run.json``, a CSV file or a checkpoint.
+    A process killed while making it (before :func:`_start` wrote ``run.json``, or right after,
+    before training wrote anything) leaves a folder with at most ``plots/``, ``recipe.yaml`` and
+    ``run.json``: nothing a fresh start in the same folder would lose."""
+    if (folder / "checkpoints").exists() or any(folder.glob("*.csv")) or (folder / "diagnostics").exists():
+        return True
+    return (folder / "run.json").is_file() and _read_status(folder) not in (None, "running")
 
 
 def failed_job(job: SweepJob, error: str) -> JobResult:
@@ -653,6 +664,9 @@ def resume(
         finally:
             lock.release()
     if not (path / "run.json").is_file():
+        if (path / "recipe.yaml").is_file() and not _begun(path):
+            raise InputError(f"--resume {path}: the run was stopped before it began (no run.json): nothing to "
+                             f"resume; start it again with: bbvi-kit run {path / 'recipe.yaml'}")
         raise InputError(f"--resume {path}: neither a run directory (run.json) nor a sweep directory (sweep.json)")
     history, from_step = resume_run(path)
     return PlanResult(path=path, history=history, resumed=1, resumed_from=from_step)

@@ -13,6 +13,8 @@ nothing, so the same recipe resumes (and runs as the reference) untouched.
 - ``BBVI_TEST_SIGNAL_AT_STEP=N`` with ``BBVI_TEST_SIGNAL=TERM`` (or ``INT``): send that signal to
   itself at the start of step N's gradient norm, i.e. in the middle of step N (counted per
   process); ``BBVI_TEST_SIGNAL_TWICE=1`` sends it a second time right after the first.
+- ``BBVI_TEST_PID_DIR=folder``: create a file named after the process id there when imported
+  (in every process that loads the recipe: a sweep's driver and its pool workers).
 - ``BBVI_TEST_SIGNAL_ON_LOAD=TERM`` (or ``INT``): send it to itself while this plugin is imported,
   during start-up.
 - ``BBVI_TEST_STEP_DELAY=seconds``: sleep in every step (so a test can kill it from outside at a
@@ -37,6 +39,10 @@ import bbvi_kit.runs as runs
 def _die():
     os.kill(os.getpid(), signal.SIGKILL)
 
+
+if os.environ.get("BBVI_TEST_PID_DIR"):  # which processes train (a sweep's pool workers)
+    with open(os.path.join(os.environ["BBVI_TEST_PID_DIR"], str(os.getpid())), "w"):
+        pass
 
 if os.environ.get("BBVI_TEST_SIGNAL_ON_LOAD"):  # a signal during start-up (the recipe's plugins load)
     os.kill(os.getpid(), getattr(signal, "SIG" + os.environ["BBVI_TEST_SIGNAL_ON_LOAD"]))

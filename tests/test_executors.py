@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
+import time
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -192,3 +194,57 @@ def test_local_default_workers_do_not_oversubscribe(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(executors, "available_cpus", lambda: 1)
     assert LocalExecutor().workers == 1
 
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) is not running
+        return open(f"/proc/{pid}/stat").read().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+@pytest.mark.parametrize("driver_signal", [signal.SIGKILL, signal.SIGTERM])
+def test_pool_workers_never_outlive_their_driver(
+    tmp_path: Path, local_reference: dict[str, Any], driver_signal: signal.Signals
+) -> None:
+    """The driver of a 2-worker sweep is killed (SIGKILL: the workers notice their parent is gone)
+    or stopped (SIGTERM: it asks them to stop) while both workers train: every worker stops its
+    run at a step boundary with a checkpoint and exits, and ``--resume`` finishes the sweep with
+    the values of an uninterrupted one."""
+    recipe = write_recipe(tmp_path)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BBVI_TEST_STEP_DELAY": "0.2", "BBVI_TEST_PID_DIR": str(pids)}
+    driver = subprocess.Popen([sys.executable, "-m", "bbvi_kit", "run", str(recipe), "--executor", "local",
+                               "--workers", "2", "--out", str(tmp_path / "runs")], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        started = list((tmp_path / "runs").glob("pool/*/p0[01]*/metrics.csv"))
+        if len(started) == 2 and all(p.read_text().count("\n") >= 3 for p in started):
+            break
+        time.sleep(0.05)
+    driver.send_signal(driver_signal)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == (-signal.SIGKILL if driver_signal == signal.SIGKILL else 143), err
+    workers = [int(p.name) for p in pids.iterdir() if int(p.name) != driver.pid]
+    assert len(workers) == 2
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "a pool worker outlived its driver"
+    sweep = sweep_dir(tmp_path / "runs")
+    for folder in FOLDERS[:2]:
+        info = json.loads((sweep / folder / "run.json").read_text())
+        assert (info["status"], info["signal"]) == ("interrupted", "SIGTERM"), info
+        latest = json.loads((sweep / folder / "checkpoints" / "index.json").read_text())["checkpoints"][-1]
+        assert latest["step"] == info["steps_done"]  # stopped at a step boundary, with its checkpoint
+    done = subprocess.run([sys.executable, "-m", "bbvi_kit", "run", "--resume", str(sweep), "--executor", "local",
+                           "--workers", "2"], cwd=tmp_path, text=True, capture_output=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert outputs(sweep) == local_reference

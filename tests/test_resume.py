@@ -424,3 +424,57 @@ def test_lost_checkpoints_with_rows_past_the_first_one_are_refused(tmp_path: Pat
     (line,) = refused.stderr.strip().splitlines()
     assert "metrics.csv reaches step 16, past the first checkpoint (step 5)" in line and "nothing was changed" in line
     assert {p.name: p.read_bytes() for p in run.glob("*.csv")} == before
+
+
+@pytest.mark.parametrize("left", ["folder", "plots", "recipe", "run_json"])
+def test_a_run_folder_killed_while_being_made_is_started_by_the_sweep_resume(tmp_path: Path, left: str) -> None:
+    """What a kill during a sweep run's set-up can leave (its folder; then plots/; then
+    recipe.yaml; then run.json saying running, before any row): --resume starts that run in its
+    folder and the sweep completes, with the values of a sweep never interrupted."""
+    def sweep_root(name: str) -> Path:
+        (tmp_path / name).mkdir()
+        recipe = json.loads(json.dumps(RECIPE))
+        recipe["training"].update(epochs=1)
+        recipe["sweep"] = {"objective.num_particles": [1, 2]}
+        (tmp_path / name / "fault_plugin.py").write_text(FAULT_PLUGIN)
+        (tmp_path / name / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        return tmp_path / name
+
+    reference = sweep_root("reference")
+    assert bbvi(["run", "recipe.yaml"], reference).returncode == 0
+    root = sweep_root("killed")
+    assert bbvi(["run", "recipe.yaml"], root).returncode == 0
+    (sweep,) = (root / "runs" / "faulty").iterdir()
+    (run,) = sweep.glob("p01-*")
+    kept = {"folder": [], "plots": ["plots"], "recipe": ["plots", "recipe.yaml"],
+            "run_json": ["plots", "recipe.yaml", "run.json"]}[left]
+    for item in run.iterdir():
+        if item.name not in kept:
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+    for item in (run / "plots").iterdir() if (run / "plots").exists() else []:
+        item.unlink()
+    if left == "run_json":
+        info = json.loads((run / "run.json").read_text())
+        info.update(status="running")
+        (run / "run.json").write_text(json.dumps(info))
+    status = json.loads((sweep / "sweep.json").read_text())
+    status["status"] = "running"
+    (sweep / "sweep.json").write_text(json.dumps(status))
+    done = bbvi(["run", "--resume", str(sweep)], root)
+    assert done.returncode == 0, done.stderr
+    (ref_sweep,) = (reference / "runs" / "faulty").iterdir()
+    for name in ("metrics.csv", "eval.csv"):
+        assert rows(run / name) == rows(ref_sweep / run.name / name)
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+
+
+def test_a_single_run_stopped_before_it_began_says_how_to_start_it(tmp_path: Path) -> None:
+    root = workdir(tmp_path)
+    run = root / "runs" / "faulty" / "20260101-000000-abcdef"
+    (run / "plots").mkdir(parents=True)
+    (run / "recipe.yaml").write_text((root / "recipe.yaml").read_text())
+    refused = bbvi(["run", "--resume", str(run)], root)
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert "the run was stopped before it began (no run.json): nothing to resume; start it again with: bbvi-kit " \
+           f"run {run / 'recipe.yaml'}" in line
