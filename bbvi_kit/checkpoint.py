@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,10 @@ class Checkpoints:
         index = self.path / INDEX_FILE
         if not index.exists():
             return []
+        from bbvi_kit.runs import MAX_INFO_BYTES, read_regular_file
+
         try:
-            data = json.loads(index.read_text(encoding="utf-8"))
+            data = json.loads(read_regular_file(index, MAX_INFO_BYTES).decode("utf-8"))
             records = [CheckpointRecord(file=str(r["file"]), step=int(r["step"]), size=int(r["size"]),
                                         sha256=str(r["sha256"])) for r in data["checkpoints"]]
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
@@ -185,7 +188,7 @@ class Checkpoints:
             return None
         for path in sorted(self.path.glob("step-*.pt"), reverse=True):
             match = re.fullmatch(r"step-(\d{9})\.pt", path.name)
-            if match is None or not path.is_file():
+            if match is None or not path.is_file() or not stat.S_ISREG(path.stat().st_mode):
                 continue
             try:
                 size, digest = _sha256_of(path)
@@ -218,6 +221,8 @@ class Checkpoints:
         else with a one-line :class:`InputError`."""
         path = self.path / record.file
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read, /dev/zero never end it
+                raise InputError(f"checkpoint {path}: refused, not a regular file")
             size, digest = _sha256_of(path)
         except OSError as exc:
             raise InputError(f"checkpoint {path}: cannot read it ({exc.strerror or exc})") from None

@@ -8,9 +8,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class PluginOptions(BaseModel):
-    """Base of every plugin's option schema. Unknown keys are errors, never silently dropped."""
+    """Base of every plugin's option schema. Unknown keys are errors, never silently dropped, and
+    so are infinite or NaN numbers (``.inf`` in YAML): no option of bbvi-kit's takes one."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Configurable:

@@ -31,6 +31,7 @@ from bbvi_kit.engine import TrainingOptions
 from bbvi_kit.errors import InputError
 from bbvi_kit.plugin import PluginOptions, describe_validation_error
 from bbvi_kit.registry import REGISTRIES, load_plugin_source
+from bbvi_kit.runs import read_regular_file
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -344,8 +345,11 @@ def parse_yaml(text: str) -> Any:
 def load_yaml(path: Path) -> dict[str, Any]:
     """Read a recipe file with a safe YAML loader; every failure is an :class:`InputError`."""
     try:
-        with open(path, "rb") as stream:
-            raw = stream.read(MAX_RECIPE_BYTES + 1)
+        raw = read_regular_file(Path(path), MAX_RECIPE_BYTES)
+    except InputError as exc:  # a FIFO or a device, or larger than the limit
+        if "larger than" in str(exc):
+            raise InputError(f"{path}: the recipe is larger than {MAX_RECIPE_BYTES // 1024} KiB; is it a recipe?") from None
+        raise
     except FileNotFoundError:
         raise InputError(f"recipe file not found: {path}") from None
     except IsADirectoryError:

@@ -39,7 +39,16 @@ from bbvi_kit.interrupts import Interrupted, signal_name
 from bbvi_kit.model import BBVIModel
 from bbvi_kit.plotting import plot_run
 from bbvi_kit.recipe import Recipe, load_recipe, resolve
-from bbvi_kit.runs import DirectoryLock, RunDirectory, atomic_write_text, environment, fresh_directory, read_csv
+from bbvi_kit.runs import (
+    MAX_INFO_BYTES,
+    DirectoryLock,
+    RunDirectory,
+    atomic_write_text,
+    environment,
+    fresh_directory,
+    read_csv,
+    read_regular_file,
+)
 from bbvi_kit.sweep import Plan, PlannedRun, load_plan
 
 
@@ -125,6 +134,7 @@ def _fit_into(run: RunDirectory, trainer: Trainer, model: BBVIModel, data: DataS
     try:
         run.close()
         plot_run(run.path)
+        run.remove_stray_temporaries()
         final = history.metrics[-1] if history.metrics else {}
         last_eval = history.evals[-1] if history.evals else {}
         run.update_info(
@@ -177,8 +187,8 @@ def _history_from_files(path: Path) -> History:
 
 def _read_status(path: Path) -> str | None:
     try:
-        return json.loads((path / "run.json").read_text(encoding="utf-8")).get("status")
-    except (OSError, ValueError, AttributeError):
+        return json.loads(read_regular_file(path / "run.json", MAX_INFO_BYTES).decode("utf-8")).get("status")
+    except (OSError, ValueError, AttributeError, InputError):
         return None
 
 
@@ -282,6 +292,7 @@ def resume_run(path: Path, data: DataSplits | None = None) -> tuple[History, int
         if adopted:
             checkpoints.adopt(record)
         checkpoints.remove_debris()
+        run.remove_stray_temporaries()
         kept = run.restore_logs(state["logs"] if state is not None else {})
     except BaseException:
         run.release()
@@ -650,7 +661,7 @@ def resume(
         try:
             plan = load_plan(path / "sweep.yaml")
             try:
-                recorded = json.loads((path / "sweep.json").read_text(encoding="utf-8"))
+                recorded = json.loads(read_regular_file(path / "sweep.json", MAX_INFO_BYTES).decode("utf-8"))
                 folders = [r["dir"] for r in recorded["runs"]]
                 started = recorded.get("started") or _now()
             except (OSError, ValueError, KeyError, TypeError) as exc:

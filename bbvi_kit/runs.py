@@ -26,6 +26,7 @@ import os
 import platform
 import re
 import secrets
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,38 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from bbvi_kit.errors import InputError, OutputError
+
+
+_TEMPORARY = re.compile(r"^\..+\.tmp-\d+(\.[A-Za-z0-9]+)?$")
+"""The name of an atomic write's temporary file: ``.<name>.tmp-<pid>`` (plots: ``.<stem>.tmp-<pid>.<ext>``)."""
+
+MAX_INFO_BYTES = 16 * 1024 * 1024
+"""Largest ``run.json``, ``sweep.json`` or checkpoint index read (16 MiB)."""
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, a regular file (a symbolic link to one is followed) of at most
+    ``limit`` bytes. Anything else is refused without blocking: the file is opened non-blocking
+    and checked with ``fstat`` before a byte is read, so a FIFO, a device (``/dev/zero``) or a
+    socket is an :class:`InputError` naming it, as is a larger file. A directory raises
+    :class:`IsADirectoryError` and a missing file :class:`FileNotFoundError`, for the caller to
+    word; other failures to open are :class:`OSError`."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{path}: not a regular file (a FIFO, a device or a socket); refused")
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise InputError(f"{path}: larger than {limit // 1024} KiB; refused")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -301,7 +334,7 @@ class RunDirectory:
         info: Any = {}
         if info_path.exists():
             try:
-                info = json.loads(info_path.read_text(encoding="utf-8"))
+                info = json.loads(read_regular_file(info_path, MAX_INFO_BYTES).decode("utf-8"))
             except (OSError, UnicodeDecodeError, ValueError) as exc:
                 raise InputError(f"{info_path}: unreadable ({type(exc).__name__}: {exc})") from None
             if not isinstance(info, dict):
@@ -360,6 +393,20 @@ class RunDirectory:
         text = yaml.safe_dump(dict(recipe), sort_keys=False)
         atomic_write_text(self.path / "recipe.yaml", text)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def remove_stray_temporaries(self) -> list[Path]:
+        """Delete the temporary files of atomic writes (``.<name>.tmp-<pid>...``) that a killed
+        process left in the run directory, ``plots/`` or ``diagnostics/``: called on resume and
+        when a run ends, while this process holds the run's lock. Returns what it removed."""
+        removed = []
+        for folder in (self.path, self.path / "plots", self.path / "diagnostics"):
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if _TEMPORARY.match(path.name) and path.is_file() and not path.is_symlink():
+                    path.unlink()
+                    removed.append(path)
+        return removed
 
     def identity(self) -> dict[str, Any]:
         """What makes a checkpoint this run's: ``run.json``'s ``run_uid`` (drawn when the run

@@ -438,7 +438,7 @@ def validate_output(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monk
      "schedule.name=warmup", "schedule.then=inv_sqrt_iteration"],
     ["estimator={name: score, baseline: leave_one_out}", "objective.num_particles=3"],
     ["model={name: bayesian_logistic_regression}", "data.labels=true", "training.grad_clip=1e-4"],
-    ["model.mean_bound=.inf", "description='multi\nline: text'", "training.device=cpu"],
+    ["model.mean_bound=1e3", "description='multi\nline: text'", "training.device=cpu"],
 ])
 def test_validate_output_round_trips(tmp_path: Path, validate_output: Callable, overrides: list[str]) -> None:
     expected = load_recipe(QUICKSTART, overrides).as_dict()
@@ -467,3 +467,15 @@ def test_round_trip_keeps_plugin_files_usable_from_another_folder(
     moved = write(tmp_path / "b", printed, "copy.yaml")
     monkeypatch.chdir(tmp_path / "b")
     assert load_recipe(moved).as_dict() == load_recipe(recipe).as_dict()
+
+
+@pytest.mark.parametrize(("key", "text"), [
+    ("model.decoder_scale", "model: {name: gaussian_vae, decoder_scale: .inf}\n"),
+    ("optimizer.weight_decay", "model: {name: gaussian_vae}\noptimizer: {name: adam, weight_decay: .inf}\n"),
+    ("optimizer.lr", "model: {name: gaussian_vae}\noptimizer: {name: sgd, lr: .nan}\n"),
+])
+def test_infinite_or_nan_numbers_are_refused_naming_the_key(tmp_path: Path, key: str, text: str) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=key.replace(".", r"\.") + r": .*finite number"):
+        load_recipe(path)

@@ -478,3 +478,45 @@ def test_a_single_run_stopped_before_it_began_says_how_to_start_it(tmp_path: Pat
     (line,) = refused.stderr.strip().splitlines()
     assert "the run was stopped before it began (no run.json): nothing to resume; start it again with: bbvi-kit " \
            f"run {run / 'recipe.yaml'}" in line
+
+
+# -- only regular files are read -----------------------------------------------------------------
+def test_a_fifo_or_a_device_where_a_file_belongs_is_refused_without_blocking(tmp_path: Path) -> None:
+    root = workdir(tmp_path)
+    fifo = root / "fifo.yaml"
+    os.mkfifo(fifo)
+    for args in (["validate", "fifo.yaml"], ["run", "fifo.yaml"]):
+        refused = subprocess.run([sys.executable, "-m", "bbvi_kit", *args], cwd=root, env=env(), text=True,
+                                 capture_output=True, timeout=60)
+        assert refused.returncode == 2
+        (line,) = refused.stderr.strip().splitlines()
+        assert "fifo.yaml: not a regular file" in line
+    assert bbvi(["run", "recipe.yaml"], root, BBVI_TEST_KILL_AT_STEP="12").returncode == -signal.SIGKILL
+    run = only_run_dir(root)
+    index = run / "checkpoints" / "index.json"
+    saved = index.read_text()
+    index.unlink()
+    os.mkfifo(index)
+    refused = bbvi(["run", "--resume", str(run)], root)
+    assert refused.returncode == 2 and "index.json: not a regular file" in refused.stderr
+    index.unlink()
+    index.write_text(saved)
+    latest = run / "checkpoints" / json.loads(saved)["checkpoints"][-1]["file"]
+    latest.unlink()
+    latest.symlink_to("/dev/zero")
+    refused = bbvi(["run", "--resume", str(run)], root)
+    assert refused.returncode == 2 and "refused, not a regular file" in refused.stderr
+
+
+def test_stray_temporary_files_are_removed_on_resume_and_at_the_end(tmp_path: Path, reference: dict[str, object]) -> None:
+    root = workdir(tmp_path)
+    assert bbvi(["run", "recipe.yaml"], root, BBVI_TEST_KILL_AT_STEP="9").returncode == -signal.SIGKILL
+    run = only_run_dir(root)
+    strays = [run / ".run.json.tmp-99999", run / "plots" / ".loss.tmp-99999.png"]
+    for path in strays:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("half")
+    keep = run / "notes.txt"  # not ours: left alone
+    keep.write_text("mine")
+    resume_and_compare(root, reference)
+    assert not any(p.exists() for p in strays) and keep.read_text() == "mine"
