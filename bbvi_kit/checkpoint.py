@@ -179,24 +179,23 @@ class Checkpoints:
             (self.path / old.file).unlink(missing_ok=True)
         return record
 
-    def find_unindexed(self) -> CheckpointRecord | None:
+    def find_unindexed(self) -> tuple[CheckpointRecord, dict[str, Any]] | None:
         """When ``index.json`` is missing or names no checkpoint: the newest ``step-<n>.pt`` that
         loads as a checkpoint of step n (a file gets its final name only once complete), as a
-        record with its size and SHA-256 computed now; ``None`` when none does. Nothing is written
-        or deleted: :meth:`adopt` indexes it once the caller has accepted it."""
+        record with its size and SHA-256 computed now, and its state; ``None`` when none does.
+        Nothing is written or deleted: :meth:`adopt` indexes it once the caller has accepted it."""
         if not self.path.is_dir():
             return None
         for path in sorted(self.path.glob("step-*.pt"), reverse=True):
             match = re.fullmatch(r"step-(\d{9})\.pt", path.name)
-            if match is None or not path.is_file() or not stat.S_ISREG(path.stat().st_mode):
+            if match is None or not path.is_file():  # is_file: a regular file (or a link to one)
                 continue
             try:
                 size, digest = _sha256_of(path)
                 record = CheckpointRecord(file=path.name, step=int(match.group(1)), size=size, sha256=digest)
-                self.load(record)
+                return record, self._unpickle(path, record.step)
             except (OSError, InputError):
                 continue
-            return record
         return None
 
     def adopt(self, record: CheckpointRecord) -> None:
@@ -231,13 +230,19 @@ class Checkpoints:
                 f"checkpoint {path}: refused, its contents do not match {INDEX_FILE} "
                 f"(size {size} vs {record.size} bytes, or the SHA-256 differs): truncated or modified"
             )
+        return self._unpickle(path, record.step, map_location)
+
+    @staticmethod
+    def _unpickle(path: Path, step: int, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+        """``torch.load(weights_only=True)`` of ``path``, which must be a bbvi-kit checkpoint of
+        ``step``; anything else is a one-line :class:`InputError`."""
         try:
             state = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not ours
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise InputError(f"checkpoint {path}: refused, not a loadable checkpoint ({type(exc).__name__}: "
                              f"{first[:200]})") from None
-        if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or state.get("step") != record.step:
+        if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or state.get("step") != step:
             raise InputError(f"checkpoint {path}: refused, not a bbvi-kit checkpoint of format {FORMAT_VERSION} "
-                             f"for step {record.step}")
+                             f"for step {step}")
         return state

@@ -18,7 +18,6 @@ on with the next one.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import time
@@ -39,6 +38,7 @@ from bbvi_kit.interrupts import Interrupted, signal_name
 from bbvi_kit.model import BBVIModel
 from bbvi_kit.plotting import plot_run
 from bbvi_kit.recipe import Recipe, load_recipe, resolve
+from bbvi_kit.resume_guard import begun, check_identity, check_nothing_lost, read_status
 from bbvi_kit.runs import (
     MAX_INFO_BYTES,
     DirectoryLock,
@@ -185,79 +185,6 @@ def _history_from_files(path: Path) -> History:
     return history
 
 
-def _read_status(path: Path) -> str | None:
-    try:
-        return json.loads(read_regular_file(path / "run.json", MAX_INFO_BYTES).decode("utf-8")).get("status")
-    except (OSError, ValueError, AttributeError, InputError):
-        return None
-
-
-def _check_identity(run: RunDirectory, state: dict[str, Any] | None, checkpoint: Path | None) -> None:
-    """Refuse, in one line and before anything is imported or changed, a ``recipe.yaml`` edited
-    since the run started (naming the keys that differ from the checkpoint's copy) and a
-    checkpoint of another run. Runs started before ``run.json`` recorded these are not checked."""
-    expected = run.info.get("recipe_sha256")
-    if not expected:
-        return
-    recipe_path = run.path / "recipe.yaml"
-    try:
-        text = recipe_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{recipe_path}: cannot read it ({exc})") from None
-    identity = state.get("identity") if state is not None else None
-    if state is not None and (not isinstance(identity, dict) or identity.get("run_uid") != run.info.get("run_uid")
-                              or identity.get("recipe_sha256") != expected):
-        raise InputError(f"checkpoint {checkpoint}: refused, it belongs to another run (its run id or recipe "
-                         f"differs from {run.path / 'run.json'})")
-    if hashlib.sha256(text.encode("utf-8")).hexdigest() == expected:
-        return
-    changed = _changed_keys(identity.get("recipe_text", "") if identity else "", text)
-    what = f" ({', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''} changed)" if changed else ""
-    raise InputError(f"{recipe_path}: edited since the run started{what}; a resumed run runs the recipe it "
-                     "started with: put it back, or start a new run with the new recipe")
-
-
-def _check_nothing_lost(run: RunDirectory, recipe: Recipe, data: DataSplits) -> None:
-    """With no checkpoint to resume from, a resume starts the run again and drops its rows: right
-    for a run stopped before its first checkpoint, refused (one line, nothing changed) when
-    ``metrics.csv`` reaches past the step where the first checkpoint was due: then checkpoints
-    were written and have been lost (``checkpoints/`` deleted), and the rows are all that is left."""
-    training = recipe.training
-    if not training.keep_checkpoints or not (run.path / "metrics.csv").is_file():
-        return
-    per_epoch = -(-len(data.train) // training.batch_size)  # type: ignore[arg-type]
-    total = per_epoch * training.epochs if training.iterations is None else min(per_epoch * training.epochs,
-                                                                               training.iterations)
-    first = min(training.checkpoint_every or per_epoch, total)
-    steps = [row.get("step", 0.0) for row in read_csv(run.path / "metrics.csv")]
-    if steps and max(steps) >= first:
-        raise InputError(f"{run.path}: metrics.csv reaches step {max(steps):.0f}, past the first checkpoint (step "
-                         f"{first}), but {run.path / 'checkpoints'} holds none that loads: resuming would start "
-                         "again and discard those rows; nothing was changed (start a new run instead)")
-
-
-def _changed_keys(before: str, after: str) -> list[str]:
-    """The dotted keys whose values differ between two recipe texts (read with the safe loader,
-    nothing imported); empty when either cannot be read."""
-    try:
-        old, new = yaml.safe_load(before), yaml.safe_load(after)
-    except yaml.YAMLError:
-        return []
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return []
-
-    def flat(node: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(node, dict) and node:
-            out: dict[str, Any] = {}
-            for key, value in node.items():
-                out.update(flat(value, f"{prefix}{key}."))
-            return out
-        return {prefix[:-1]: node}
-
-    a, b = flat(old), flat(new)
-    return sorted(k for k in a.keys() | b.keys() if a.get(k, object()) != b.get(k, object()))
-
-
 def resume_run(path: Path, data: DataSplits | None = None) -> tuple[History, int | None]:
     """Go on with the interrupted run in ``path`` from its last checkpoint, exactly as the
     uninterrupted run would have gone on; returns its history and the step it resumed from
@@ -275,16 +202,18 @@ def resume_run(path: Path, data: DataSplits | None = None) -> tuple[History, int
             raise InputError(f"{path}: the run is already completed; nothing to resume")
         checkpoints = Checkpoints(path)
         record = checkpoints.latest()
-        adopted = record is None and (record := checkpoints.find_unindexed()) is not None  # index lost
         state = checkpoints.load(record) if record is not None else None
-        _check_identity(run, state, checkpoints.path / record.file if record is not None else None)
+        adopted = checkpoints.find_unindexed() if record is None else None  # the index was lost
+        if adopted is not None:
+            record, state = adopted
+        check_identity(run, state, checkpoints.path / record.file if record is not None else None)
         recipe = load_recipe(path / "recipe.yaml")  # only now: its plugins are imported
         checkpoints.keep = recipe.training.keep_checkpoints
         if data is None:
             data = recipe.data.build().load()
         model = build_model(recipe, data, where=str(path / "recipe.yaml"))
         if record is None:
-            _check_nothing_lost(run, recipe, data)
+            check_nothing_lost(run, recipe, data)
         reference = model.reference_losses(data)
         trainer = _make_trainer(recipe, model, reference)
         if state is not None:
@@ -511,9 +440,9 @@ def execute_job(job: SweepJob, recipe: Recipe | None = None, data: DataSplits | 
     try:
         if data is None:
             data = load_data(recipe)
-        if folder.exists() and _read_status(folder) == "completed":
+        if folder.exists() and read_status(folder) == "completed":
             history = _history_from_files(folder)
-        elif folder.exists() and _begun(folder):
+        elif folder.exists() and begun(folder):
             history, _ = resume_run(folder, data)
             resumed = True
         else:  # not made yet, or made by a process killed before its run began: start it
@@ -532,16 +461,6 @@ def execute_job(job: SweepJob, recipe: Recipe | None = None, data: DataSplits | 
     except Exception as exc:  # noqa: BLE001 - one failing point must not lose the others
         status, error = "failed", _error_message(exc)
     return JobResult(_summary_row(planned, job.folder, status, history, error), resumed)
-
-
-def _begun(folder: Path) -> bool:
-    """Whether a run directory holds a run that began: ``run.json``, a CSV file or a checkpoint.
-    A process killed while making it (before :func:`_start` wrote ``run.json``, or right after,
-    before training wrote anything) leaves a folder with at most ``plots/``, ``recipe.yaml`` and
-    ``run.json``: nothing a fresh start in the same folder would lose."""
-    if (folder / "checkpoints").exists() or any(folder.glob("*.csv")) or (folder / "diagnostics").exists():
-        return True
-    return (folder / "run.json").is_file() and _read_status(folder) not in (None, "running")
 
 
 def failed_job(job: SweepJob, error: str) -> JobResult:
@@ -606,7 +525,7 @@ def _run_sweep(
     todo = []
     for i, planned in enumerate(plan.runs):
         folder = parent / planned.folder
-        if resuming and folder.exists() and _read_status(folder) == "completed":
+        if resuming and folder.exists() and read_status(folder) == "completed":
             result.skipped += 1
             finish(i, _summary_row(planned, planned.folder, "completed", _history_from_files(folder), ""))
         else:
@@ -675,7 +594,7 @@ def resume(
         finally:
             lock.release()
     if not (path / "run.json").is_file():
-        if (path / "recipe.yaml").is_file() and not _begun(path):
+        if (path / "recipe.yaml").is_file() and not begun(path):
             raise InputError(f"--resume {path}: the run was stopped before it began (no run.json): nothing to "
                              f"resume; start it again with: bbvi-kit run {path / 'recipe.yaml'}")
         raise InputError(f"--resume {path}: neither a run directory (run.json) nor a sweep directory (sweep.json)")

@@ -119,13 +119,13 @@ class CsvLog:
 
     @classmethod
     def reopen(cls, path: Path, size: int) -> tuple["CsvLog", list[dict[str, float]]]:
-        """Cut ``path`` back to its first ``size`` bytes (what a checkpoint recorded) and open it
-        for appending; ``size`` 0 removes it. Returns the log and the rows it keeps."""
+        """Cut ``path`` back to its first ``size`` bytes (what a checkpoint recorded, checked
+        first with :meth:`check_cut`) and open it for appending; ``size`` 0 removes it. Returns the
+        log and the rows it keeps."""
         log = cls(path)
         if size == 0:
             path.unlink(missing_ok=True)
             return log, []
-        cls.check_cut(path, size)
         os.truncate(path, size)
         with open(path, newline="", encoding="utf-8") as fh:
             header = fh.readline()
@@ -303,6 +303,7 @@ class RunDirectory:
         self.plots = path / "plots"
         self.diagnostics: dict[str, CsvLog] = {}
         self._info: dict[str, Any] = {}
+        self._identity: dict[str, Any] | None = None
         self._lock = DirectoryLock(path).acquire()
 
     @classmethod
@@ -410,10 +411,13 @@ class RunDirectory:
 
     def identity(self) -> dict[str, Any]:
         """What makes a checkpoint this run's: ``run.json``'s ``run_uid`` (drawn when the run
-        started), its recipe's SHA-256 and text (to name what an edit changed)."""
-        recipe = self.path / "recipe.yaml"
-        return {"run_uid": self._info.get("run_uid"), "recipe_sha256": self._info.get("recipe_sha256"),
-                "recipe_text": recipe.read_text(encoding="utf-8") if recipe.is_file() else ""}
+        started), its recipe's SHA-256 and text (to name what an edit changed). Read once: the
+        recipe does not change while the run holds its lock."""
+        if self._identity is None:
+            recipe = self.path / "recipe.yaml"
+            self._identity = {"run_uid": self._info.get("run_uid"), "recipe_sha256": self._info.get("recipe_sha256"),
+                              "recipe_text": recipe.read_text(encoding="utf-8") if recipe.is_file() else ""}
+        return self._identity
 
     def update_info(self, **fields: Any) -> None:
         """Merge ``fields`` into ``run.json`` and rewrite it atomically."""
