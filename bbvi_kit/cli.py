@@ -180,6 +180,8 @@ def _run_done(history) -> None:  # type: ignore[no-untyped-def]
         f"{last.get('minibatch_grad_norm_sq_avg', float('nan')):.4g}"
     )
     click.echo(f"run directory: {history.run_dir}")
+    if history.warning:
+        _warn(history.warning)
 
 
 def _sweep_progress(total: int | None):  # type: ignore[no-untyped-def]
@@ -190,6 +192,8 @@ def _sweep_progress(total: int | None):  # type: ignore[no-untyped-def]
         done["n"] += 1
         if row["status"] == "completed":
             what = f"test loss {row.get('final_test_loss', float('nan')):.4f}"
+            if row.get("warning"):
+                what += f"; warning: {row['warning']}"
         else:
             what = f"FAILED: {_one_line(row['error'], 300)}"
         of = f"/{total}" if total is not None else ""

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from bbvi_kit.checkpoint import Checkpoints
 from bbvi_kit.data.base import as_args, batch_loader, skip_next_epoch
+from bbvi_kit.data.finite import FiniteExamples
 from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, run_diagnostic
 from bbvi_kit.diagnostics.gradients import squared_grad_norms
 from bbvi_kit.errors import BBVIError, InputError, OutputError, TrainingError
@@ -96,6 +97,10 @@ class TrainingOptions(PluginOptions):
     max_nonfinite_skips: int = Field(
         100, ge=0, le=10**10, description="with on_nonfinite: skip, stop once more steps than this were skipped"
     )
+    warn_skipped_fraction: float = Field(
+        0.1, ge=0.0, le=1.0, description="with on_nonfinite: skip, a run that skipped more than this share of "
+        "its steps ends with a warning (in run.json, the sweep's summary.csv and on the terminal)",
+    )
     nonfinite_check: Literal["auto", "every_step", "at_flush"] = Field(
         "auto",
         description="when a step's finiteness is read back: every_step, before its update (a host "
@@ -155,6 +160,7 @@ class History:
     evals: list[dict[str, float]] = field(default_factory=list)
     diagnostics: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # name -> rows
     run_dir: str | None = None
+    warning: str | None = None  # what a completed run's results should be read with (see runner)
 
 
 class Trainer:
@@ -252,7 +258,9 @@ class Trainer:
         as ``{split}_loss`` and ``{split}_objective_loss``.
 
         Runs in eval mode, without gradients, inside a forked RNG seeded with ``seed`` so that
-        evaluating never shifts the training run's random stream.
+        evaluating never shifts the training run's random stream. Examples with a non-finite value
+        follow ``training.on_nonfinite`` (:mod:`bbvi_kit.data.finite`): a one-line error naming the
+        split and the example, or left out, with their number in ``{split}_nonfinite_examples``.
         """
         for m in self.modules:
             m.eval()
@@ -264,16 +272,19 @@ class Trainer:
             loader = batch_loader(
                 dataset, self.training.eval_batch_size, shuffle=False, num_workers=self.training.num_workers
             )
-            for batch in loader:
-                args = _to_device(as_args(batch), self.device)
+            finite = FiniteExamples(split, skip=self.training.on_nonfinite == "skip")
+            for args in finite(_to_device(as_args(batch), self.device) for batch in loader):
                 n = len(args[0])
                 sums[0] += self.eval_loss(*args).loss.double() * n
                 sums[1] += self.eval_objective(*args).loss.double() * n
                 count += n
-            values = (sums / max(count, 1)).tolist()
+            values = (sums / count).tolist() if count else [math.nan, math.nan]
         for m in self.modules:
             m.train()
-        return {f"{split}_loss": values[0], f"{split}_objective_loss": values[1]}
+        row = {f"{split}_loss": values[0], f"{split}_objective_loss": values[1]}
+        if finite.skip:
+            row[f"{split}_nonfinite_examples"] = finite.left_out
+        return row
 
     # -- training ---------------------------------------------------------------------------
     def _step_loss(self, args: tuple, epoch: int) -> Any:
@@ -337,7 +348,7 @@ class Trainer:
         """
         opts = self.training
         at_flush = self._check_at_flush and self.optimizer is not None
-        before = PassState(self) if opts.on_nonfinite == "skip" and self.optimizer is not None else None
+        before = PassState(self) if opts.on_nonfinite == "skip" else None
         refused: RefusedValueError | None = None
         result = None
         if share != 0.0:  # (an empty shard of a last, small batch computes nothing)
@@ -346,11 +357,15 @@ class Trainer:
                         distributed.step_reductions(share is not None):
                     result = self._step_loss(args, epoch)
             except RefusedValueError as exc:
-                if opts.on_nonfinite == "stop" or self.optimizer is None:
+                if opts.on_nonfinite == "stop":
                     raise
                 refused = exc
-        if self.optimizer is None:
-            self._setup_parameters(result)
+        if self.optimizer is None:  # the first step: its traces name the parameters, even when skipped
+            if result is None and refused is not None:
+                with pyro.validation_enabled(False):
+                    self._setup_parameters(self._step_loss(args, epoch))
+            else:
+                self._setup_parameters(result)
         elif result is not None:
             self._join_new_parameters(result)
         assert self.optimizer is not None
@@ -442,22 +457,32 @@ class Trainer:
         """Restore :meth:`state_dict`. The parameters are created first by passes of the loss on
         ``batches`` (Pyro creates ``pyro.param`` sites lazily): one, or as many as it takes for
         every parameter of the checkpoint to exist (a per-item parameter appears with its item).
-        Those passes' random draws and side effects are then overwritten. A state that does not
+        They run without Pyro's argument checks, and a pass that fails (a batch whose NaN breaks
+        a sampler) is passed over, since only their traces count: a run whose first batch in data
+        order holds a NaN (skipped under ``on_nonfinite: skip``) resumes. Those passes' random
+        draws and side effects are then overwritten. A state that does not
         fit this model is an :class:`InputError`."""
         saved_groups: dict[str, list[str]] = state.get("parameter_keys") or {}
         wanted = {k for keys in saved_groups.values() for k in keys}
-        try:
-            for i, args in enumerate(batches):
-                result = self._step_loss(_to_device(args, self.device), 0)
-                if i == 0:
+        failed: TrainingError | None = None
+        traced = False
+        with pyro.validation_enabled(False):  # only the traces count: a NaN example must not stop them
+            for args in batches:
+                try:
+                    result = self._step_loss(_to_device(args, self.device), 0)
+                except TrainingError as exc:  # e.g. a batch whose NaN breaks sampling: try the next one
+                    failed = failed or exc
+                    continue
+                if not traced:
                     self._setup_parameters(result)
+                    traced = True
                 else:
                     self.param_groups.update(result.particles.model_trace, result.particles.guide_trace)
                 del result
                 if wanted <= set(self.param_groups.keys.values()):
                     break
-        except TrainingError as exc:
-            raise InputError(f"cannot rebuild the parameters to resume: {exc}") from None
+        if not traced:
+            raise InputError(f"cannot rebuild the parameters to resume: {failed or 'the training set is empty'}")
         by_key = {self.param_groups.keys[id(p)]: p for p in self.param_groups.parameters}
         if "parameter_keys" not in state:
             state, saved_groups = self._keyed(state), self.param_groups.key_lists()

@@ -614,7 +614,9 @@ def diagnostic_figure(
 def _status_findings(run: _Run, label: str) -> list[Finding]:
     status = run.status
     if status == "completed":
-        return []
+        warning = run.info.get("warning")
+        return [Finding(f"run {label} completed with a warning: {_first_line(warning)}", "warning", "status")] \
+            if warning else []
     steps = run.info.get("steps_done")
     if steps is None and len(run.metrics):
         steps = float(np.nanmax(run.metrics.column("step")))
@@ -1303,8 +1305,9 @@ def _run_report(path: Path, scratch: Path, notes: list[str]) -> str:
     if "test_objective_loss" in last_eval:
         rows.append(("final test objective loss", last_eval.get("test_objective_loss"), True))
     rows.append(("status", run.status, False))
-    if run.info.get("error"):
-        rows.append(("error", _one_line(run.info["error"], 500), False))
+    for key in ("error", "warning"):
+        if run.info.get(key):
+            rows.append((key, _one_line(run.info[key], 500), False))
     if run.info.get("num_parameters") is not None:
         rows.append(("parameters", run.info["num_parameters"], True))
     if run.info.get("device"):
@@ -1426,7 +1429,7 @@ def _sweep_report(path: Path, scratch: Path, notes: list[str]) -> str:
 
     if sweep.rows:
         cols = sweep.columns
-        text_columns = ("status", "run_dir", "error")
+        text_columns = ("status", "run_dir", "error", "warning")
 
         def cell(row: Mapping[str, str], c: str) -> str:
             if c in text_columns:

@@ -49,6 +49,7 @@ from bbvi_kit.runs import (
     read_csv,
     read_regular_file,
 )
+from bbvi_kit.step_log import skipped_steps_warning
 from bbvi_kit.sweep import Plan, PlannedRun, load_plan
 
 
@@ -137,8 +138,10 @@ def _fit_into(run: RunDirectory, trainer: Trainer, model: BBVIModel, data: DataS
         run.remove_stray_temporaries()
         final = history.metrics[-1] if history.metrics else {}
         last_eval = history.evals[-1] if history.evals else {}
+        history.warning = skipped_steps_warning(history.metrics, trainer.training.warn_skipped_fraction)
         run.update_info(
             status="completed",
+            warning=history.warning,
             steps_done=trainer.step,
             finished=_now(),
             final_loss=final.get("loss"),
@@ -270,7 +273,9 @@ def _summary_row(planned: PlannedRun, folder: str, status: str, history: History
         for key, value in history.evals[-1].items():
             if key not in ("step", "epoch", "time"):
                 row[f"final_{key}"] = value
-    row.update(run_dir=folder, error=error)
+    warning = skipped_steps_warning(history.metrics, planned.recipe.training.warn_skipped_fraction) \
+        if history is not None and status == "completed" else None
+    row.update(run_dir=folder, error=error, warning=warning or "")
     return row
 
 
@@ -279,7 +284,7 @@ def _write_summary(path: Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         columns.extend(c for c in row if c not in columns)
     # point columns first, then the fixed ones, then every final_* column, then where and why
-    tail = ["run_dir", "error"]
+    tail = ["run_dir", "error", "warning"]
     columns = [c for c in columns if c not in tail] + tail
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, restval="")

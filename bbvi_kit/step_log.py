@@ -47,6 +47,19 @@ def nonfinite_message(step: int, epoch: int, loss: float, minibatch_grad_norm_sq
             f"loss={loss:.6g}, minibatch_grad_norm_sq={minibatch_grad_norm_sq:.6g}")
 
 
+def skipped_steps_warning(rows: list[dict[str, Any]], warn_fraction: float) -> str | None:
+    """A warning when the last of the metrics ``rows`` (``skipped_steps`` under
+    ``on_nonfinite: skip``) says more than ``warn_fraction`` of the steps made no update: such a
+    run "completed", but its results describe far fewer updates than its step count says."""
+    if not rows or "skipped_steps" not in rows[-1]:
+        return None
+    steps, skipped = int(rows[-1]["step"]), int(rows[-1]["skipped_steps"])
+    if steps == 0 or skipped <= warn_fraction * steps:
+        return None
+    return (f"{skipped} of {steps} steps ({skipped / steps:.0%}) were skipped as non-finite, more than "
+            f"training.warn_skipped_fraction={warn_fraction:g}: the results describe {steps - skipped} updates")
+
+
 @dataclass
 class _Pending:
     head: dict[str, Any]  # step, epoch, lr, time: known on the host

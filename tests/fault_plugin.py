@@ -133,3 +133,31 @@ if _full_at:
 
     runs.open = _open
 '''
+
+# A dataset plugin with NaN pixels where a test wants them: the digits, with a NaN in the first
+# pixel of the listed training and test examples (indices in each split's order).
+NAN_DATA_PLUGIN = '''\
+from pydantic import Field
+from torch.utils.data import TensorDataset
+from bbvi_kit import register_dataset
+from bbvi_kit.data.base import DataSplits
+from bbvi_kit.data.digits import Digits
+
+
+@register_dataset("nan_digits")
+class NaNDigits(Digits):
+    class Options(Digits.Options):
+        train_nan: list[int] = Field(default_factory=list, description="training examples given a NaN")
+        test_nan: list[int] = Field(default_factory=list, description="test examples given a NaN")
+
+    def load(self) -> DataSplits:
+        splits = super().load()
+
+        def poisoned(dataset, examples):
+            images = dataset.tensors[0].clone()
+            images[examples, 0, 0, 0] = float("nan")
+            return TensorDataset(images, *dataset.tensors[1:])
+
+        return DataSplits(train=poisoned(splits.train, self.options.train_nan),
+                          test=poisoned(splits.test, self.options.test_nan), info=splits.info)
+'''

@@ -15,6 +15,7 @@ import yaml
 
 from bbvi_kit.checkpoint import Checkpoints
 from bbvi_kit.runs import DirectoryLock, read_csv
+from tests.fault_plugin import NAN_DATA_PLUGIN
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -180,6 +181,10 @@ def test_skip_policy_skips_the_update_and_counts(tmp_path: Path, plugin_file: Pa
         if r["step"] not in (4, 9):
             finite.append(r["minibatch_grad_norm_sq"])
         assert r["minibatch_grad_norm_sq_avg"] == pytest.approx(sum(finite) / len(finite), rel=1e-5)
+    # 2 of 12 skipped is more than the default 10%: the run completes with a warning.
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and info["warning"].startswith("2 of 12 steps (17%) were skipped")
+    assert "warning: 2 of 12 steps" in err
     # Adam took 10 steps, not 12.
     final = Checkpoints(run).load(Checkpoints(run).latest())
     assert {float(s["step"]) for s in final["optimizer"]["state"].values()} == {10.0}
@@ -211,6 +216,68 @@ def test_skip_policy_stops_after_the_limit(tmp_path: Path, plugin_file: Path, cl
     assert "at step 5 (epoch 0)" in err
     assert "3 steps skipped, more than training.max_nonfinite_skips=2" in err
     assert "last good checkpoint:" in err and "(step 3)" in err
+
+
+# -- non-finite data -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def nan_data_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("nan_data") / "nan_digits.py"
+    path.write_text(NAN_DATA_PLUGIN)
+    return path
+
+
+def nan_data_recipe(tmp_path: Path, plugin_file: Path, nan_data_file: Path, data: dict, **training: object) -> Path:
+    path = write_recipe(tmp_path, plugin_file, **training)
+    recipe = yaml.safe_load(path.read_text())
+    recipe["plugins"].append(str(nan_data_file))
+    recipe["data"] = {"name": "nan_digits", **data}
+    recipe["diagnostics"] = [{"name": "heldout_iwae", "num_samples": 3}]
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_nan_in_the_test_split_stops_naming_the_split_and_the_example(tmp_path: Path, plugin_file: Path,  # noqa: ANN001
+                                                                       nan_data_file: Path, cli_run) -> None:
+    recipe = nan_data_recipe(tmp_path, plugin_file, nan_data_file, {"test_nan": [3, 40]})
+    code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
+    assert code == 1
+    line = err.splitlines()[-1]
+    assert err.count("\n") == 1 and line.startswith("error: the test split holds a non-finite value at example 3 "), err
+    info = json.loads((only_run(tmp_path) / "run.json").read_text())
+    assert info["status"] == "failed" and "\n" not in info["error"] and "tensor(" not in info["error"]
+
+
+def test_nan_in_the_test_split_is_left_out_and_counted_under_skip(tmp_path: Path, plugin_file: Path,  # noqa: ANN001
+                                                                 nan_data_file: Path, cli_run) -> None:
+    recipe = nan_data_recipe(tmp_path, plugin_file, nan_data_file, {"test_nan": [3, 40]}, on_nonfinite="skip")
+    code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
+    assert code == 0, err
+    run = only_run(tmp_path)
+    evals = read_csv(run / "eval.csv")
+    assert [r["test_nonfinite_examples"] for r in evals] == [2, 2]
+    assert all(math.isfinite(r["test_loss"]) and math.isfinite(r["test_objective_loss"]) for r in evals)
+    heldout = read_csv(run / "diagnostics" / "heldout_iwae.csv")  # the diagnostic leaves them out too
+    assert heldout and all(math.isfinite(v) for r in heldout for k, v in r.items() if k != "time")
+    assert "warning" not in err  # no step was skipped
+
+
+def test_nan_in_the_first_training_step_is_skipped_and_the_run_warns(tmp_path: Path, plugin_file: Path,  # noqa: ANN001
+                                                                     nan_data_file: Path, cli_run) -> None:
+    """The first step's batch holds a NaN: under skip it is skipped like any other step (its
+    traces, taken again without argument checks, still name the parameters). Its first shuffled
+    example with seed 0 is training example 956."""
+    recipe = nan_data_recipe(tmp_path, plugin_file, nan_data_file, {"train_nan": [956]}, on_nonfinite="skip",
+                             warn_skipped_fraction=0.15)
+    code, _, err = cli_run(["run", recipe, "--out", tmp_path / "runs"])
+    assert code == 0, err
+    run = only_run(tmp_path)
+    rows = read_csv(run / "metrics.csv")
+    assert [r["step"] for r in rows if math.isnan(r["loss"])] == [1, 10]  # the example's batch in each epoch
+    assert [r["skipped_steps"] for r in rows] == [1] * 9 + [2] * 3
+    warning = "2 of 12 steps (17%) were skipped as non-finite, more than training.warn_skipped_fraction=0.15"
+    assert f"warning: {warning}" in err
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and info["warning"].startswith(warning)
 
 
 # -- resume refusals -----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from bbvi_kit.checkpoint import Checkpoints
-from tests.fault_plugin import FAULT_PLUGIN
+from tests.fault_plugin import FAULT_PLUGIN, NAN_DATA_PLUGIN
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and resource limits")
 
@@ -313,6 +313,35 @@ def test_a_signal_stops_at_the_step_boundary_with_a_checkpoint_and_resume_is_exa
     assert Checkpoints(run).latest().step == step
     assert [int(r["step"]) for r in rows(run / "metrics.csv")] == list(range(1, step + 1))
     resume_and_compare(root, reference, status="interrupted")
+
+
+def test_a_run_whose_first_batch_in_data_order_holds_a_nan_resumes_exactly(tmp_path: Path) -> None:
+    """Resume rebuilds the parameters by passes over the training batches in data order; a NaN
+    there (skipped in training under on_nonfinite: skip) must not stop it. Training examples 0
+    and 300 hold a NaN: the four steps whose batches hold them are skipped, in the stopped and
+    resumed run as in the uninterrupted one."""
+    def nan_workdir(root: Path) -> Path:
+        workdir(root, on_nonfinite="skip", epochs=2)
+        (root / "nan_data.py").write_text(NAN_DATA_PLUGIN)
+        recipe = yaml.safe_load((root / "recipe.yaml").read_text())
+        recipe.update(plugins=["fault_plugin.py", "nan_data.py"], data={"name": "nan_digits", "train_nan": [0, 300]})
+        (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        return root
+
+    (tmp_path / "straight").mkdir()
+    (tmp_path / "stopped").mkdir()
+    straight = nan_workdir(tmp_path / "straight")
+    assert bbvi(["run", "recipe.yaml"], straight).returncode == 0
+    stopped = nan_workdir(tmp_path / "stopped")
+    assert bbvi(["run", "recipe.yaml"], stopped, BBVI_TEST_SIGNAL_AT_STEP="5", BBVI_TEST_SIGNAL="TERM").returncode == 143
+    run = only_run_dir(stopped)
+    done = bbvi(["run", "--resume", str(run)], stopped)
+    assert done.returncode == 0, done.stderr
+    assert "warning: 4 of 12 steps (33%) were skipped as non-finite" in done.stderr
+    files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*.csv"))
+    for f in files:
+        assert rows(run / f) == rows(only_run_dir(straight) / f), f
+    assert rows(run / "metrics.csv")[-1]["skipped_steps"] == "4"  # each NaN example's batch, in both epochs
 
 
 def test_a_second_signal_stops_at_once(tmp_path: Path, reference: dict[str, object]) -> None:

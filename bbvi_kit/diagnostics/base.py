@@ -40,6 +40,7 @@ from pydantic import Field, model_validator
 from torch.utils.data import Dataset
 
 from bbvi_kit.data.base import as_args, batch_loader
+from bbvi_kit.data.finite import FiniteExamples
 from bbvi_kit.pass_state import PassState
 from bbvi_kit.plugin import Configurable, PluginOptions
 
@@ -85,9 +86,15 @@ class DiagnosticContext:
 
     def batches(self, dataset: Dataset, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None) -> Iterator[tuple]:
-        """Mini-batches of ``dataset`` as model arguments on the training device."""
-        for batch in batch_loader(dataset, batch_size, shuffle=shuffle, generator=generator):
-            yield tuple(a.to(self.device) if isinstance(a, torch.Tensor) else a for a in as_args(batch))
+        """Mini-batches of ``dataset`` as model arguments on the training device. Examples with a
+        non-finite value follow ``training.on_nonfinite`` (:mod:`bbvi_kit.data.finite`): a one-line
+        error naming the split and the example, or left out (the evaluation rows count them)."""
+        split = "test" if dataset is self.test else "train" if dataset is self.train else "given"
+        finite = FiniteExamples(split, skip=self.trainer.training.on_nonfinite == "skip",
+                                shuffled_from=dataset if shuffle else None)
+        loader = batch_loader(dataset, batch_size, shuffle=shuffle, generator=generator)
+        yield from finite(tuple(a.to(self.device) if isinstance(a, torch.Tensor) else a for a in as_args(batch))
+                          for batch in loader)
 
 
 class Diagnostic(Configurable):
