@@ -41,6 +41,11 @@ from bbvi_kit.errors import InputError, OutputError
 CHECKPOINT_DIR = "checkpoints"
 INDEX_FILE = "index.json"
 FORMAT_VERSION = 1
+REQUIRED_KEYS = frozenset({"parameters", "buffers", "optimizer", "estimator", "diagnostics", "rng", "loop"})
+"""What every checkpoint the training loop writes holds (besides ``format`` and ``step``)."""
+REQUIRED_LOOP_KEYS = frozenset({"epoch", "batch_index", "epoch_generator", "elapsed", "last_eval_step",
+                                "grad_norm_sq_sum", "good_steps", "skipped_steps"})
+"""What its ``loop`` entry holds: the loop's position and running sums."""
 _CHUNK = 1 << 20
 
 
@@ -245,4 +250,10 @@ class Checkpoints:
         if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or state.get("step") != step:
             raise InputError(f"checkpoint {path}: refused, not a bbvi-kit checkpoint of format {FORMAT_VERSION} "
                              f"for step {step}")
+        loop = state.get("loop", {})
+        missing = sorted(REQUIRED_KEYS - state.keys()) + (
+            [f"loop.{k}" for k in sorted(REQUIRED_LOOP_KEYS - loop.keys())] if isinstance(loop, dict) else ["loop"])
+        if missing:
+            raise InputError(f"checkpoint {path}: refused, it lacks {', '.join(missing)} (not a whole bbvi-kit "
+                             "checkpoint)")
         return state

@@ -49,7 +49,10 @@ def _one_line(text: str, limit: int = 1000) -> str:
 @click.option("--no-entry-points", is_flag=True,
               help="Ignore plugins that installed packages offer through entry points (only bbvi-kit's own and "
                    "those a recipe's plugins: names load); also BBVI_KIT_DISABLE_ENTRY_POINTS=1.")
-def cli(debug: bool, no_entry_points: bool) -> None:
+@click.option("--allow-write", "allow_write", multiple=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Let recipes download datasets into, and cache decoded images below, this folder although it "
+                   "lies outside the working folder and the data root (repeatable).")
+def cli(debug: bool, no_entry_points: bool, allow_write: Sequence[Path]) -> None:
     """Black-box variational inference and VAEs on Pyro, with convergence diagnostics.
 
     Run `bbvi-kit run recipes/quickstart.yaml` to train a Deep Gaussian VAE on the embedded
@@ -60,6 +63,10 @@ def cli(debug: bool, no_entry_points: bool) -> None:
         from bbvi_kit.registry import disable_entry_points
 
         disable_entry_points()
+    if allow_write:
+        from bbvi_kit.data.root import allow_writes_to
+
+        allow_writes_to(allow_write)
 
 
 class SweepFailed(BBVIError):
@@ -75,13 +82,16 @@ class SweepFailed(BBVIError):
               help="Root folder of run directories (default: the recipe's output.root, 'runs').")
 @click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Go on with the interrupted run or sweep in this directory, from its last checkpoints.")
+@click.option("--from-scratch", is_flag=True,
+              help="With --resume RUN_DIR: start that run again from step 0 with its own recipe; its rows, "
+                   "diagnostics and checkpoints are moved into RUN_DIR/set-aside-<time>/ first.")
 @click.option("--executor", type=click.Choice(["local", "ray"]),
               help="Run a sweep's runs in a local process pool or as Ray tasks (default: one after another here).")
 @click.option("--workers", type=int, help="Runs at once: local default one per GPU, else half the CPUs; "
               "ray default: as the cluster's resources allow.")
 @click.option("--ray-address", help="An existing Ray cluster (default: start a local Ray instance).")
 def run(recipe: Path | None, overrides: Sequence[str], out: Path | None, resume_dir: Path | None,
-        executor: str | None, workers: int | None, ray_address: str | None) -> None:
+        from_scratch: bool, executor: str | None, workers: int | None, ray_address: str | None) -> None:
     """Train the run(s) RECIPE describes. OVERRIDES are dotted KEY=VALUE pairs with YAML values,
     e.g. `optimizer.lr=1e-4 objective.num_particles=5 sweep.objective.num_particles=[1,5]`.
 
@@ -102,6 +112,9 @@ def run(recipe: Path | None, overrides: Sequence[str], out: Path | None, resume_
     from bbvi_kit.runner import resume, run_plan
     from bbvi_kit.sweep import load_plan
 
+    if from_scratch and (resume_dir is None or distributed.requested()):
+        raise click.UsageError("--from-scratch goes with --resume RUN_DIR, outside torchrun (a new run always "
+                               "starts from scratch)")
     if distributed.requested():
         _run_data_parallel(recipe, overrides, out, resume_dir, executor)
         return
@@ -110,14 +123,15 @@ def run(recipe: Path | None, overrides: Sequence[str], out: Path | None, resume_
         if recipe is not None or overrides or out is not None:
             raise click.UsageError("--resume DIR takes no RECIPE, overrides or --out: a run resumes as it was")
         if (resume_dir / "sweep.json").is_file():
-            result = resume(resume_dir, executor=pool, on_start=lambda path: None,
+            result = resume(resume_dir, from_scratch=from_scratch, executor=pool, on_start=lambda path: None,
                             on_run_done=_sweep_progress(None), warn=_warn)
             _sweep_done(result, len(result.rows))
             return
         if pool is not None:
             raise click.UsageError("--executor is for sweep directories; a single run resumes here")
-        result = resume(resume_dir, warn=_warn)
-        start = f"step {result.resumed_from}" if result.resumed_from is not None else "the beginning (no checkpoint)"
+        result = resume(resume_dir, from_scratch=from_scratch, warn=_warn)
+        start = f"step {result.resumed_from}" if result.resumed_from is not None else (
+            "the beginning (--from-scratch)" if from_scratch else "the beginning (no checkpoint)")
         click.echo(f"resumed from {start}", err=True)
         assert result.history is not None
         _run_done(result.history)
@@ -330,6 +344,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt as exc:
         _exit_interrupted(exc)
+    except OSError as exc:  # a file operation no code path turned into a BBVIError: name the file
+        from bbvi_kit.runs import WRITE_FAILURES, file_error_message
+
+        if _state["debug"]:
+            traceback.print_exc()
+        click.echo(f"error: {file_error_message(exc)}", err=True)
+        sys.exit(1 if exc.errno in WRITE_FAILURES else 2)
     except Exception as exc:  # noqa: BLE001 - the last line of defence for a one-line error
         signum = interrupts.received()
         if signum is not None:  # a signal that landed inside library code (an import) left this error

@@ -72,8 +72,6 @@ References:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -92,7 +90,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedFormatter, FuncFormatter, MaxNLocator  # noqa: E402
 
 from bbvi_kit.errors import InputError  # noqa: E402
-from bbvi_kit.runs import atomic_write_text  # noqa: E402
+from bbvi_kit.runs import atomic_write_text, read_csv_columns  # noqa: E402
 
 __all__ = [
     "Band",
@@ -219,33 +217,12 @@ def _read_table(path: Path) -> Table:
     writing) is dropped; a bad line anywhere else is an :class:`InputError` naming the file."""
     if not path.is_file():
         return Table()
-    text = path.read_text(encoding="utf-8")
-    if not text.endswith(("\n", "\r")):
-        text = text[: max(text.rfind("\n"), text.rfind("\r")) + 1]  # the line being written
-    head, _, body = text.partition("\n")
-    header = next(csv.reader([head.rstrip("\r")]), [])
-    # runs written before issue 13 named the mini-batch columns grad_norm_sq*: read them under today's names
-    header = [f"minibatch_{name}" if name.startswith("grad_norm_sq") else name for name in header]
-    if not header or not body.strip():
+    columns = read_csv_columns(path)
+    if not columns or not len(next(iter(columns.values()))):
         return Table()
-    try:  # the fast path: plain numbers, no empty cells
-        values = np.loadtxt(io.StringIO(body), delimiter=",", dtype=float, ndmin=2)
-        if values.shape[1] != len(header):
-            raise ValueError("width")
-        return Table({name: values[:, j].copy() for j, name in enumerate(header)})
-    except ValueError:
-        pass
-    lines = [line for line in csv.reader(io.StringIO(body, newline="")) if line]
-    for i, line in enumerate(lines):
-        if len(line) != len(header):
-            raise InputError(f"{path}: line {i + 2}: {len(line)} fields, the header has {len(header)}")
-    columns = {}
-    for j, name in enumerate(header):
-        try:
-            columns[name] = np.array([float(line[j]) if line[j].strip() else math.nan for line in lines])
-        except ValueError as exc:
-            raise InputError(f"{path}: column {name}: {exc}") from exc
-    return Table(columns)
+    # runs written before issue 13 named the mini-batch columns grad_norm_sq*: read them under today's names
+    return Table({f"minibatch_{name}" if name.startswith("grad_norm_sq") else name: values
+                  for name, values in columns.items()})
 
 
 def _read_mapping(path: Path, loader: Callable[[str], Any]) -> dict[str, Any]:

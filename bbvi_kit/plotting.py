@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bbvi_kit.errors import InputError  # noqa: E402
-from bbvi_kit.runs import read_csv  # noqa: E402
+from bbvi_kit.runs import ensure_folder, read_csv  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -74,8 +74,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     if not metrics:
         raise InputError(f"{metrics_path}: no rows to plot")
     evals = read_csv(run_dir / "eval.csv") if (run_dir / "eval.csv").is_file() else []
-    out = run_dir / "plots"
-    out.mkdir(exist_ok=True)
+    out = ensure_folder(run_dir / "plots")
     steps = _column(metrics, "step")
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))

@@ -62,9 +62,10 @@ def check_identity(run: RunDirectory, state: dict[str, Any] | None, checkpoint: 
 
 def check_nothing_lost(run: RunDirectory, recipe: Recipe, data: DataSplits) -> None:
     """With no checkpoint to resume from, a resume starts the run again and drops its rows: right
-    for a run stopped before its first checkpoint, refused (one line, nothing changed) when
-    ``metrics.csv`` reaches past the step where the first checkpoint was due: then checkpoints
-    were written and have been lost (``checkpoints/`` deleted), and the rows are all that is left."""
+    for a run stopped before its first checkpoint (or while writing it: the rows up to its step
+    are flushed just before it), refused (one line, nothing changed) when ``metrics.csv`` reaches
+    past the step where the first checkpoint was due: then checkpoints were written and have been
+    lost (``checkpoints/`` deleted), and the rows are all that is left."""
     training = recipe.training
     if not training.keep_checkpoints or not (run.path / "metrics.csv").is_file():
         return
@@ -73,10 +74,11 @@ def check_nothing_lost(run: RunDirectory, recipe: Recipe, data: DataSplits) -> N
                                                                                training.iterations)
     first = min(training.checkpoint_every or per_epoch, total)
     steps = [row.get("step", 0.0) for row in read_csv(run.path / "metrics.csv")]
-    if steps and max(steps) >= first:
+    if steps and max(steps) > first:
         raise InputError(f"{run.path}: metrics.csv reaches step {max(steps):.0f}, past the first checkpoint (step "
                          f"{first}), but {run.path / 'checkpoints'} holds none that loads: resuming would start "
-                         "again and discard those rows; nothing was changed (start a new run instead)")
+                         "again and discard those rows; nothing was changed (start a new run, or start this one again "
+                         "with --resume DIR --from-scratch, which sets the old files aside)")
 
 
 def changed_keys(before: str, after: str) -> list[str]:

@@ -22,6 +22,7 @@ import io
 import json
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -188,7 +189,8 @@ def _history_from_files(path: Path) -> History:
     return history
 
 
-def resume_run(path: Path, data: DataSplits | None = None) -> tuple[History, int | None]:
+def resume_run(path: Path, data: DataSplits | None = None, *, from_scratch: bool = False
+               ) -> tuple[History, int | None]:
     """Go on with the interrupted run in ``path`` from its last checkpoint, exactly as the
     uninterrupted run would have gone on; returns its history and the step it resumed from
     (``None``: no checkpoint had been written, so it started again from the beginning).
@@ -198,15 +200,20 @@ def resume_run(path: Path, data: DataSplits | None = None) -> tuple[History, int
     the directory as it was. Then the CSV files are cut back to what the checkpoint recorded (rows
     written after it are computed again) and files of a killed checkpoint write are removed. A
     completed run is an :class:`InputError`.
+
+    ``from_scratch`` (``--resume DIR --from-scratch``) starts the run again from step 0 with its
+    own recipe, whatever its checkpoints: its CSV files, diagnostics and checkpoints are first moved
+    into ``DIR/set-aside-<time>/`` (recorded in ``run.json``'s ``resumed`` list), never deleted.
+    It is the only way a resume drops rows that it cannot recompute from a checkpoint.
     """
     run = RunDirectory.reopen(path)
     try:
         if run.info.get("status") == "completed":
             raise InputError(f"{path}: the run is already completed; nothing to resume")
         checkpoints = Checkpoints(path)
-        record = checkpoints.latest()
+        record = checkpoints.latest() if not from_scratch else None
         state = checkpoints.load(record) if record is not None else None
-        adopted = checkpoints.find_unindexed() if record is None else None  # the index was lost
+        adopted = checkpoints.find_unindexed() if record is None and not from_scratch else None  # the index was lost
         if adopted is not None:
             record, state = adopted
         check_identity(run, state, checkpoints.path / record.file if record is not None else None)
@@ -215,7 +222,7 @@ def resume_run(path: Path, data: DataSplits | None = None) -> tuple[History, int
         if data is None:
             data = recipe.data.build().load()
         model = build_model(recipe, data, where=str(path / "recipe.yaml"))
-        if record is None:
+        if record is None and not from_scratch:
             check_nothing_lost(run, recipe, data)
         reference = model.reference_losses(data)
         trainer = _make_trainer(recipe, model, reference)
@@ -223,6 +230,7 @@ def resume_run(path: Path, data: DataSplits | None = None) -> tuple[History, int
             trainer.restore(state, data.train)
         if adopted:
             checkpoints.adopt(record)
+        discarded = run.set_aside_results() if from_scratch else None
         checkpoints.remove_debris()
         run.remove_stray_temporaries()
         kept = run.restore_logs(state["logs"] if state is not None else {})
@@ -236,10 +244,27 @@ def resume_run(path: Path, data: DataSplits | None = None) -> tuple[History, int
                      if rel.startswith("diagnostics/")},
     )
     from_step = record.step if record is not None else None
-    resumed = [*(run.info.get("resumed") or []), {"at": _now(), "from_step": from_step or 0}]
+    entry = {"at": _now(), "from_step": from_step or 0, **({"set_aside": str(discarded)} if discarded else {})}
+    resumed = [*(run.info.get("resumed") or []), entry]
     info = {"status": "running", "error": None, "resumed": resumed}
     history = _fit_into(run, trainer, model, data, reference=reference, resume=state, history=history, info=info)
     return history, from_step
+
+
+def output_root(recipe: Recipe, out_root: str | Path | None) -> Path:
+    """Where runs go: ``out_root`` (``--out``, anywhere the user names) or else the recipe's
+    ``output.root``, a relative path below the working folder (checked when the recipe is read)
+    that must also stay there once symbolic links are followed: a ``runs`` link to another disk
+    is refused in one line (name that place with ``--out``)."""
+    if out_root is not None:
+        return Path(out_root)
+    root = Path(recipe.output.root)
+    here = Path.cwd().resolve()
+    target = root.resolve()
+    if target != here and here not in target.parents:
+        raise InputError(f"{recipe.source}: output.root: {root} leads to {target} through a symbolic link, outside "
+                         f"the working folder; to write there, say so with --out {target}")
+    return root
 
 
 def run_recipe(recipe: Recipe, out_root: str | Path | None = None) -> History:
@@ -248,7 +273,7 @@ def run_recipe(recipe: Recipe, out_root: str | Path | None = None) -> History:
     directory is made, so a missing dataset or a model that cannot be built leaves nothing behind."""
     data = recipe.data.build().load()
     model = build_model(recipe, data)
-    run = RunDirectory.create(out_root if out_root is not None else recipe.output.root, recipe.name)
+    run = RunDirectory.create(output_root(recipe, out_root), recipe.name)
     return train_into(recipe, run, data, model, point={}, point_label="")
 
 
@@ -365,7 +390,7 @@ def run_plan(
     sweep directory exists and ``on_run_done(run, summary_row)`` after each of its runs, e.g. to
     report progress; ``warn`` receives the figures' warnings (default: Python warnings).
     """
-    root = Path(out_root if out_root is not None else plan.runs[0].recipe.output.root)
+    root = output_root(plan.runs[0].recipe, out_root)
     data_of = _load_datasets(plan)
     # Every point's model is built once before anything is written: a point that cannot take its
     # data is bad input, not a failed run.
@@ -445,6 +470,8 @@ def execute_job(job: SweepJob, recipe: Recipe | None = None, data: DataSplits | 
     try:
         if data is None:
             data = load_data(recipe)
+        if folder.is_dir():  # another process may be finishing this run: its result is what counts
+            DirectoryLock(folder).wait_until_free(on_wait=lambda message: warnings.warn(message, stacklevel=2))
         if folder.exists() and read_status(folder) == "completed":
             history = _history_from_files(folder)
         elif folder.exists() and begun(folder):
@@ -565,6 +592,7 @@ def _run_sweep(
 def resume(
     path: Path,
     *,
+    from_scratch: bool = False,
     executor: Any = None,
     on_start: Callable[[Path], None] | None = None,
     on_run_done: Callable[[PlannedRun, dict[str, Any]], None] | None = None,
@@ -575,12 +603,16 @@ def resume(
     A run directory goes on from its last checkpoint (:func:`resume_run`). A sweep directory
     re-reads its ``sweep.yaml``, keeps every completed run, resumes every unfinished one and
     starts those never begun; ``summary.csv``, ``sweep.json`` and the figures are then written
-    as a fresh sweep would write them.
+    as a fresh sweep would write them. ``from_scratch`` is for a run directory only (see
+    :func:`resume_run`).
     """
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"--resume {path}: no such directory")
     if (path / "sweep.json").is_file():
+        if from_scratch:
+            raise InputError(f"--resume {path} --from-scratch: a sweep's runs resume from their checkpoints; start "
+                             "one of its runs again with --resume SWEEP/RUN --from-scratch")
         lock = DirectoryLock(path).acquire()
         try:
             plan = load_plan(path / "sweep.yaml")
@@ -599,9 +631,12 @@ def resume(
         finally:
             lock.release()
     if not (path / "run.json").is_file():
+        if (path / "sweep.yaml").is_file():
+            raise InputError(f"--resume {path}: the sweep was stopped before it began (no sweep.json): nothing to "
+                             f"resume; start it again with: bbvi-kit run {path / 'sweep.yaml'}")
         if (path / "recipe.yaml").is_file() and not begun(path):
             raise InputError(f"--resume {path}: the run was stopped before it began (no run.json): nothing to "
                              f"resume; start it again with: bbvi-kit run {path / 'recipe.yaml'}")
         raise InputError(f"--resume {path}: neither a run directory (run.json) nor a sweep directory (sweep.json)")
-    history, from_step = resume_run(path)
+    history, from_step = resume_run(path, from_scratch=from_scratch)
     return PlanResult(path=path, history=history, resumed=1, resumed_from=from_step)

@@ -18,10 +18,12 @@ overwritten. A crashed run keeps every row flushed before the crash, and ``run.j
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import datetime as _dt
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -30,8 +32,9 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import yaml
 
 from bbvi_kit.errors import InputError, OutputError
@@ -71,7 +74,8 @@ def read_regular_file(path: Path, limit: int) -> bytes:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename: never half-written. On
-    failure (e.g. a full disk) the temporary file is removed and ``path`` is as it was."""
+    failure (e.g. a full disk) the temporary file is removed, ``path`` is as it was, and the
+    ``OSError`` names ``path`` (a failed ``write`` names no file by itself)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -79,6 +83,9 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -197,17 +204,46 @@ class CsvLog:
                 self._fh = None
 
 
-def read_csv(path: Path) -> list[dict[str, float]]:
-    """Rows of a metrics or eval CSV with every value as float (empty cells as NaN).
+def read_csv_columns(path: Path) -> dict[str, np.ndarray]:
+    """The columns of a metrics, eval or diagnostic CSV file as float arrays (empty cells NaN),
+    in the header's order: the one reader of bbvi-kit's CSV files.
 
-    A last line without its newline is a row cut short by a killed process: it is left out.
+    A last line without its line end is a row cut short by a killed process (or one still being
+    written): it is left out. A line with the wrong number of fields or a value that is not a
+    number anywhere else is an :class:`InputError` naming the file, the line and the column.
     """
     with open(path, newline="", encoding="utf-8") as fh:
         text = fh.read()
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    return [{k: float(v) if v != "" else float("nan") for k, v in row.items()}
-            for row in csv.DictReader(io.StringIO(text))]
+    if not text.endswith(("\n", "\r")):
+        text = text[: max(text.rfind("\n"), text.rfind("\r")) + 1]
+    head, _, body = text.partition("\n")
+    header = next(csv.reader([head.rstrip("\r")]), [])
+    if not header or not body.strip():
+        return {name: np.empty(0) for name in header}
+    try:  # the fast path: plain numbers, no empty cells
+        values = np.loadtxt(io.StringIO(body), delimiter=",", dtype=float, ndmin=2)
+        if values.shape[1] == len(header):
+            return {name: values[:, j].copy() for j, name in enumerate(header)}
+    except ValueError:
+        pass
+    lines = [(n, line) for n, line in enumerate(csv.reader(io.StringIO(body, newline="")), start=2) if line]
+    columns: dict[str, list[float]] = {name: [] for name in header}
+    for n, line in lines:
+        if len(line) != len(header):
+            raise InputError(f"{path}: line {n}: {len(line)} fields, the header has {len(header)}")
+        for name, value in zip(header, line):
+            try:
+                columns[name].append(float(value) if value.strip() else math.nan)
+            except ValueError:
+                raise InputError(f"{path}: line {n}, column {name}: {value[:40]!r} is not a number") from None
+    return {name: np.array(values, dtype=float) for name, values in columns.items()}
+
+
+def read_csv(path: Path) -> list[dict[str, float]]:
+    """Rows of a metrics, eval or diagnostic CSV file, each a dict of floats (empty cells NaN);
+    see :func:`read_csv_columns`."""
+    columns = read_csv_columns(path)
+    return [dict(zip(columns, map(float, values))) for values in zip(*columns.values())]
 
 
 def _git_commit() -> str | None:
@@ -241,15 +277,39 @@ def environment() -> dict[str, Any]:
     }
 
 
-def fresh_directory(parent: Path) -> Path:
-    """Make and return a new ``parent/<YYYYmmdd-HHMMSS>-<random id>`` with an exclusive mkdir."""
+WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+"""Errors of the machine rather than of the paths given (exit code 1, as an :class:`OutputError`;
+any other failed file operation is a path that cannot be used: exit code 2)."""
+
+
+def file_error_message(exc: OSError) -> str:
+    """One line for a failed file operation, naming the file(s) it was about."""
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    return f"{where or 'a file'}: {exc.strerror or exc}"
+
+
+def ensure_folder(path: Path) -> Path:
+    """``mkdir -p`` for a folder bbvi-kit writes into (``plots/``, a run's output root); a file
+    in its place is an :class:`InputError`, a failure to create it an :class:`OutputError`, each
+    naming the folder."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"{path}: exists and is not a folder; move it away") from None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create the folder ({exc.strerror or exc})") from None
+    return path
+
+
+def fresh_directory(parent: Path, prefix: str = "") -> Path:
+    """Make and return a new ``parent/<prefix><YYYYmmdd-HHMMSS>-<random id>`` with an exclusive mkdir."""
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"cannot create output directory {parent}: {exc.strerror or exc}") from exc
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for _ in range(100):
-        path = parent / f"{stamp}-{secrets.token_hex(3)}"
+        path = parent / f"{prefix}{stamp}-{secrets.token_hex(3)}"
         try:
             path.mkdir()
         except FileExistsError:
@@ -287,6 +347,26 @@ class DirectoryLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
+
+    def wait_until_free(self, on_wait: Callable[[str], None] | None = None) -> None:
+        """Block while another process holds the lock (saying so once through ``on_wait``), then
+        return without holding it: what a sweep's ``--resume`` does with a run that another
+        process (a separate ``--resume`` of it, or a stopping worker of a killed driver) is still
+        finishing, before it looks at that run's status."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on POSIX
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                if on_wait is not None:
+                    on_wait(f"{self.path} is being written by another bbvi-kit process; waiting for it to end")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        finally:
+            os.close(fd)
 
 
 _CSV_NAME = re.compile(r"^(metrics|eval)\.csv$|^diagnostics/[A-Za-z0-9_.-]+\.csv$")
@@ -342,7 +422,11 @@ class RunDirectory:
                 raise InputError(f"{info_path}: not a run description")
         run = cls(path)
         run._info = info
-        (path / "plots").mkdir(exist_ok=True)
+        try:
+            ensure_folder(path / "plots")
+        except BaseException:
+            run.release()
+            raise
         return run
 
     def log_sizes(self) -> dict[str, int]:
@@ -394,6 +478,20 @@ class RunDirectory:
         text = yaml.safe_dump(dict(recipe), sort_keys=False)
         atomic_write_text(self.path / "recipe.yaml", text)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def set_aside_results(self) -> Path | None:
+        """Move what the run computed (its CSV files, ``diagnostics/`` and ``checkpoints/``) into
+        a new ``set-aside-<time>/`` folder inside it, for ``--resume DIR --from-scratch``: the run
+        starts again from step 0 and nothing it had is deleted. Returns that folder, or ``None``
+        when there was nothing to move."""
+        results = [p for p in (self.path / "metrics.csv", self.path / "eval.csv", self.path / "diagnostics",
+                               self.path / "checkpoints") if os.path.lexists(p)]
+        if not results:
+            return None
+        aside = fresh_directory(self.path, prefix="set-aside-")
+        for path in results:
+            os.replace(path, aside / path.name)
+        return aside
 
     def remove_stray_temporaries(self) -> list[Path]:
         """Delete the temporary files of atomic writes (``.<name>.tmp-<pid>...``) that a killed

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bbvi_kit import cli
+from bbvi_kit.data.root import DATA_ENV
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -24,6 +25,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _fresh_pyro_state() -> None:
     pyro.clear_param_store()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _data_root_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test reads or writes the user's data root (~/.cache/bbvi_kit/data or $BBVI_KIT_DATA):
+    it is a fresh folder for the session (decoded-image caches land there), inherited by the
+    subprocesses the tests start."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(DATA_ENV, str(tmp_path_factory.mktemp("bbvi_kit_data")))
+        yield
 
 
 def call_cli(args: list[object]) -> int:

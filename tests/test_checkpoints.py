@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from bbvi_kit.checkpoint import Checkpoints
+from bbvi_kit.errors import InputError
 from bbvi_kit.runs import DirectoryLock, read_csv
 from tests.fault_plugin import NAN_DATA_PLUGIN
 
@@ -361,6 +362,52 @@ def test_a_checkpoint_of_another_model_is_refused(stopped_run: Path, cli_run) ->
     torch.save(state, buffer)
     reindex(stopped_run, buffer.getvalue())
     refuse(cli_run, stopped_run, "the checkpoint does not fit this run")
+
+
+@pytest.mark.parametrize("drop", ["rng", "loop.elapsed", "loop.skipped_steps", "optimizer"])
+def test_a_checkpoint_missing_an_entry_is_refused_naming_it(stopped_run: Path, cli_run, drop: str) -> None:  # noqa: ANN001
+    state = torch.load(latest_file(stopped_run), weights_only=True)
+    *parents, key = drop.split(".")
+    holder = state
+    for parent in parents:
+        holder = holder[parent]
+    del holder[key]
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    reindex(stopped_run, buffer.getvalue())
+    refuse(cli_run, stopped_run, f"refused, it lacks {drop} (not a whole bbvi-kit checkpoint)")
+
+
+def test_plots_being_a_file_is_refused_in_one_line(stopped_run: Path, cli_run) -> None:  # noqa: ANN001
+    import shutil
+
+    shutil.rmtree(stopped_run / "plots")
+    (stopped_run / "plots").write_text("not a folder")
+    refuse(cli_run, stopped_run, f"{stopped_run / 'plots'}: exists and is not a folder; move it away")
+    code, _, err = cli_run(["plot", stopped_run])
+    assert code == 2 and err == f"error: {stopped_run / 'plots'}: exists and is not a folder; move it away\n"
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("3,0,abc", "line 3: 3 fields, the header has"),
+    (None, "line 3, column loss: 'abc' is not a number"),
+])
+def test_a_malformed_csv_row_is_one_line_naming_the_file_and_line(stopped_run: Path, cli_run, line: str | None,  # noqa: ANN001
+                                                                 message: str) -> None:
+    path = stopped_run / "metrics.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    if line is None:  # a whole row with a word where the loss was
+        fields = lines[2].split(",")
+        fields[2] = "abc"
+        line = ",".join(fields).rstrip("\n")
+    lines[2] = line + "\n"
+    path.write_text("".join(lines))
+    with pytest.raises(InputError, match=re.escape(f"{path}: {message}")):
+        read_csv(path)
+    code, _, err = cli_run(["plot", stopped_run])
+    assert code == 2 and err.count("\n") == 1 and message in err, err
 
 
 def test_an_unreadable_index_is_refused(stopped_run: Path, cli_run) -> None:  # noqa: ANN001

@@ -208,7 +208,7 @@ def test_empty_cells_are_nan_and_a_bad_line_is_an_error(tmp_path: Path) -> None:
     np.testing.assert_array_equal(record.metrics.column("minibatch_grad_norm_sq_avg"), [4.0, 3.0])
     assert np.isnan(record.metrics.column("absent")).all()
     (run / "metrics.csv").write_text("step,epoch,loss\n1,0,oops\n2,0,2.0\n")
-    with pytest.raises(InputError, match="metrics.csv: column loss"):
+    with pytest.raises(InputError, match="metrics.csv: line 2, column loss: 'oops' is not a number"):
         find_runs([run])
     (run / "metrics.csv").write_text("step,epoch,loss\n1,0\n2,0,2.0\n")
     with pytest.raises(InputError, match="metrics.csv: line 2: 2 fields"):

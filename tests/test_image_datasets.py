@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from torch.utils.data import TensorDataset
 
 from bbvi_kit.data import CIFAR100, MNIST, CelebA, FashionMNIST, ImageTensorDataset, as_args, batch_loader
-from bbvi_kit.data.root import DATA_ENV, data_root
+from bbvi_kit.data.root import ALLOW_WRITE_ENV, DATA_ENV, data_root
 from bbvi_kit.errors import InputError
 from bbvi_kit.registry import datasets
 
@@ -34,13 +34,22 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)
-def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError("network access in a test")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.delenv(DATA_ENV, raising=False)
+    # The data root chosen outside any recipe is the test's folder: downloads and caches a recipe
+    # asks for may go below it (the tests' roots and caches all lie there).
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    monkeypatch.delenv(ALLOW_WRITE_ENV, raising=False)  # and what --allow-write sets is undone after the test
+
+
+@pytest.fixture
+def data_root_here(tmp_path: Path) -> Path:
+    """The data root of $BBVI_KIT_DATA (see ``_no_network``)."""
+    return tmp_path
 
 
 def one_line_error(excinfo: pytest.ExceptionInfo[InputError]) -> str:
@@ -62,6 +71,7 @@ def batches(dataset: torch.utils.data.Dataset, size: int) -> list[tuple]:
 # -- data root -------------------------------------------------------------------------------
 def test_data_root_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(DATA_ENV)
     assert data_root(None) == tmp_path / "home" / ".cache" / "bbvi_kit" / "data"
     monkeypatch.setenv(DATA_ENV, "~/from_env")
     assert data_root(None) == tmp_path / "home" / "from_env"
@@ -235,6 +245,7 @@ def test_celeba_download_failure_is_one_line_and_present_files_skip_it(
 
 # -- CelebA's decoded-image cache -------------------------------------------------------------
 def cache_files(root: Path) -> list[str]:
+    """The cache files in the data root ``root`` (the one of $BBVI_KIT_DATA)."""
     folder = root / "bbvi_kit_cache"
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
@@ -476,3 +487,85 @@ def test_cli_reports_missing_dataset_in_one_line(tmp_path: Path, cli_run) -> Non
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(tmp_path / "none") in lines[0]
+
+
+# -- where a recipe may write: downloads and caches ---------------------------------------------
+@pytest.fixture
+def elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder outside the working folder and outside the data root."""
+    return tmp_path_factory.mktemp("elsewhere")
+
+
+def test_a_recipe_root_elsewhere_is_read_but_not_downloaded_into(elsewhere: Path, data_root_here: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.datasets
+
+    calls: list[str] = []
+    real = torchvision.datasets.MNIST
+    monkeypatch.setattr(torchvision.datasets, "MNIST", lambda root, train, download: calls.append(root) if download
+                        else real(root, train=train, download=False))
+    target = elsewhere / "mnist-root"
+    with pytest.raises(InputError) as excinfo:
+        MNIST(root=str(target), download=True).load()
+    assert one_line_error(excinfo) == (
+        f"dataset mnist: data.root {target} is outside the working folder and the data root {data_root_here}, and "
+        f"a recipe does not download there by itself; allow it with 'bbvi-kit --allow-write {target} run ...'")
+    assert calls == [] and not target.exists()  # nothing fetched, nothing made
+    make_mnist(elsewhere / "present")  # reading from anywhere is fine
+    assert len(MNIST(root=str(elsewhere / "present"), download=True).load().train) == 8
+
+
+def test_allow_write_on_the_command_line_lets_a_recipe_download_there(elsewhere: Path, data_root_here: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.datasets
+
+    from bbvi_kit import cli
+
+    real = torchvision.datasets.MNIST
+
+    def fake(root: str, train: bool, download: bool) -> object:
+        if download:  # what the downloader leaves: the four idx files
+            make_mnist(Path(root), gz=False)
+        return real(root, train=train, download=False)
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", fake)
+    target = elsewhere / "mnist-root"
+    try:  # the global option, before the command
+        cli.main(["--allow-write", str(elsewhere), "plugins"])
+    except SystemExit as exc:
+        assert exc.code in (None, 0)
+    splits = MNIST(root=str(target), download=True).load()
+    assert len(splits.train) == 8 and (target / "MNIST" / "raw").is_dir()
+
+
+@pytest.mark.parametrize("existed", [True, False])
+def test_a_failed_download_leaves_nothing_behind(data_root_here: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 existed: bool) -> None:
+    """torchvision makes ROOT/MNIST/raw before it fetches; when the fetch fails, what it made is
+    removed (the root itself too when it did not exist before), and nothing that was there is."""
+    import torchvision.datasets
+
+    def failing(root: str, train: bool, download: bool) -> None:
+        (Path(root) / "MNIST" / "raw").mkdir(parents=True)
+        (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(b"half a file")
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", failing)
+    root = data_root_here / "root"
+    if existed:
+        root.mkdir()
+        (root / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="download into .* failed"):
+        MNIST(root=str(root), download=True).load()
+    assert (sorted(p.name for p in root.iterdir()) == ["notes.txt"]) if existed else not root.exists()
+
+
+def test_the_celeba_cache_goes_to_the_data_root_not_to_a_root_the_recipe_names(
+        elsewhere: Path, data_root_here: Path) -> None:
+    root = make_celeba(elsewhere, n_train=2, n_valid=0, n_test=1)
+    CelebA(root=str(root), image_size=8).load()
+    assert cache_files(data_root_here) and not cache_files(root)
+    with pytest.raises(InputError) as excinfo:
+        CelebA(root=str(root), image_size=8, cache_dir=str(elsewhere / "cache")).load()
+    assert "data.cache_dir" in one_line_error(excinfo) and "cache decoded images" in str(excinfo.value)
+    assert not (elsewhere / "cache").exists()

@@ -97,7 +97,8 @@ def rows(path: Path) -> list[dict[str, str]]:
 def outputs(run: Path) -> dict[str, object]:
     """Everything a run computed, without wall-clock times: every CSV's rows and the final
     parameters, optimizer state and RNG state of its last checkpoint."""
-    files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*.csv"))
+    files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*.csv")
+                   if not p.relative_to(run).parts[0].startswith("set-aside-"))  # --from-scratch's copies
     checkpoints = Checkpoints(run)
     final = checkpoints.load(checkpoints.latest())
     assert final["step"] == STEPS
@@ -237,6 +238,17 @@ def test_full_disk_while_writing_metrics_keeps_whole_rows_and_resumes(
     assert json.loads((run / "run.json").read_text())["status"] == "failed"
     assert [r.step for r in Checkpoints(run).records()] == [last_good - 5, last_good]
     resume_and_compare(root, reference, status="failed")
+
+
+def test_no_space_while_a_run_is_set_up_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    """A file-size limit of 300 bytes (as a nearly full disk) makes the first set-up write, the
+    run's recipe.yaml, fail: one line naming that file, exit 1, and no partial file left."""
+    root = workdir(tmp_path)
+    stopped = bbvi(["run", "recipe.yaml"], root, preexec=_file_size_limit(300))
+    assert stopped.returncode == 1, stopped.stderr
+    run = only_run_dir(root)
+    assert stopped.stderr == f"error: {run.relative_to(root)}/recipe.yaml: File too large\n"
+    assert sorted(p.name for p in run.iterdir()) == ["plots"]  # no temporary or partial file
 
 
 def test_out_of_space_for_a_checkpoint_says_so_and_leaves_no_partial_file(tmp_path: Path) -> None:
@@ -442,7 +454,9 @@ def test_a_lost_index_is_rebuilt_from_the_checkpoint_files(
     assert info["resumed"][-1]["from_step"] == 15  # the newest step file, adopted: not a restart
 
 
-def test_lost_checkpoints_with_rows_past_the_first_one_are_refused(tmp_path: Path) -> None:
+def test_lost_checkpoints_with_rows_past_the_first_one_are_refused(tmp_path: Path,
+                                                                  reference: dict[str, object]) -> None:
+    """... and only --from-scratch starts the run again, after setting the old files aside."""
     root = workdir(tmp_path)
     assert bbvi(["run", "recipe.yaml"], root, BBVI_TEST_KILL_AT_STEP="17").returncode == -signal.SIGKILL
     run = only_run_dir(root)
@@ -452,7 +466,16 @@ def test_lost_checkpoints_with_rows_past_the_first_one_are_refused(tmp_path: Pat
     assert refused.returncode == 2
     (line,) = refused.stderr.strip().splitlines()
     assert "metrics.csv reaches step 16, past the first checkpoint (step 5)" in line and "nothing was changed" in line
+    assert "--from-scratch" in line
     assert {p.name: p.read_bytes() for p in run.glob("*.csv")} == before
+    again = bbvi(["run", "--resume", str(run), "--from-scratch"], root)
+    assert again.returncode == 0, again.stderr
+    assert "resumed from the beginning (--from-scratch)" in again.stderr
+    (aside,) = run.glob("set-aside-*")
+    assert {p.name: p.read_bytes() for p in aside.glob("*.csv")} == before  # nothing deleted
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and info["resumed"][-1]["set_aside"] == str(aside)
+    assert_same(outputs(run), reference)  # the run, from step 0, is the uninterrupted one
 
 
 @pytest.mark.parametrize("left", ["folder", "plots", "recipe", "run_json"])
@@ -495,6 +518,70 @@ def test_a_run_folder_killed_while_being_made_is_started_by_the_sweep_resume(tmp
     for name in ("metrics.csv", "eval.csv"):
         assert rows(run / name) == rows(ref_sweep / run.name / name)
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
+
+
+SWEEP_LEVEL_POINTS = r"^[^/]+(/[^/]+)?$|^[^/]+/plots/|^[^/]+/[^/]+/(plots|\.?(recipe\.yaml|run\.json)[^/]*)$"
+"""A sweep's own file-creation points (its folder, plots, sweep.yaml, sweep.json, summary.csv,
+figures) and those of each run's set-up (its folder, plots/, recipe.yaml, every run.json write);
+the points inside a run after that are the single run's, killed one by one in the "run" case."""
+
+
+@pytest.mark.parametrize("kind", ["run", pytest.param("sweep", marks=pytest.mark.slow)])
+def test_a_kill_at_every_file_creation_point_leaves_what_resume_finishes(tmp_path: Path, kind: str) -> None:
+    """tests/kill_points.py lists every mkdir, file creation and rename under the output root
+    of a run (or of a two-point sweep), then kills a run at each of them in turn and resumes what
+    it left (in processes forked from one that imported bbvi-kit once, which is equivalent to
+    fresh ones and five times faster; see that file). Every kill leaves nothing (the folder not
+    yet made), a folder that --resume recognises as never begun (exit 2 with the command that
+    starts it), or one that --resume finishes with the rows of the uninterrupted run. For the
+    sweep, the points of its own files and of each run's set-up (:data:`SWEEP_LEVEL_POINTS`)."""
+    recipe = json.loads(json.dumps(RECIPE))
+    recipe["training"].update(epochs=1, checkpoint_every=3)
+    recipe["diagnostics"] = [{"name": "heldout_iwae", "num_samples": 2}]
+    if kind == "sweep":
+        recipe["training"].update(iterations=3)
+        recipe["sweep"] = {"objective.num_particles": [1, 2]}
+    (tmp_path / "fault_plugin.py").write_text(FAULT_PLUGIN)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    pick = [SWEEP_LEVEL_POINTS] if kind == "sweep" else []
+    driver = subprocess.run([sys.executable, str(Path(__file__).parent / "kill_points.py"), str(tmp_path), *pick],
+                            env=env(), capture_output=True, text=True, timeout=900)
+    assert driver.returncode == 0, driver.stderr
+    result = json.loads(driver.stdout)
+    assert result["points"] >= (30 if kind == "run" else 80)  # every directory, file and rename listed
+    assert len(result["trials"]) == result["points"] if kind == "run" else len(result["trials"]) >= 30
+    began_file = "run.json" if kind == "run" else "sweep.json"
+    for trial in result["trials"]:
+        assert trial["killed"] == -signal.SIGKILL, trial
+        if not trial["left"]:
+            continue  # killed before the run's folder existed: nothing to resume
+        if began_file in trial["files"]:
+            assert trial["resume"] == 0 and trial["rows_equal"], trial
+            assert set(trial["statuses"]) == {"completed"}, trial
+        else:
+            assert trial["resume"] == 2, trial  # never begun: one line saying how to start it
+
+
+def test_a_sweep_resume_waits_for_a_run_another_process_is_finishing(tmp_path: Path) -> None:
+    """A run of the sweep is being written by another process (here: its lock, held by this test
+    for a few seconds, as a separate --resume of it or a stopping worker would hold it): the
+    sweep's --resume waits for it, says so in one warning line, and then finishes the sweep
+    instead of recording that run as failed."""
+    import threading
+
+    from bbvi_kit.runs import DirectoryLock
+
+    root = workdir(tmp_path, epochs=1, seeds=[0, 1], checkpoint_every=3)
+    assert bbvi(["run", "recipe.yaml"], root, BBVI_TEST_KILL_AT_STEP="4").returncode == -signal.SIGKILL
+    (sweep,) = (root / "runs" / "faulty").iterdir()
+    first = sweep / json.loads((sweep / "sweep.json").read_text())["runs"][0]["dir"]  # killed at its step 4
+    lock = DirectoryLock(first).acquire()
+    threading.Timer(4.0, lock.release).start()
+    done = bbvi(["run", "--resume", str(sweep)], root)
+    assert done.returncode == 0, done.stderr
+    assert f"warning: {first} is being written by another bbvi-kit process; waiting for it to end" in done.stderr
+    summary = list(csv.DictReader((sweep / "summary.csv").read_text().splitlines()))
+    assert [r["status"] for r in summary] == ["completed"] * 2
 
 
 def test_a_single_run_stopped_before_it_began_says_how_to_start_it(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from bbvi_kit.data.base import DataInfo, DatasetPlugin, DataSplits, available_cpus
 from bbvi_kit.data.cache import cache_key, cached_images
 from bbvi_kit.data.images import ImageDatasetOptions, describe_exception, head, run_download
-from bbvi_kit.data.root import data_root, root_hint
+from bbvi_kit.data.root import check_recipe_write, data_root, root_hint
 from bbvi_kit.errors import InputError
 from bbvi_kit.registry import register_dataset
 
@@ -209,7 +209,8 @@ class CelebA(DatasetPlugin):
             "image, 2 GB for the training set); false: decode the JPEGs again in every epoch",
         )
         cache_dir: str | None = Field(
-            None, description="folder of the decoded-image cache; null: ROOT/bbvi_kit_cache"
+            None, description="folder of the decoded-image cache; null: bbvi_kit_cache in the data root of "
+            "$BBVI_KIT_DATA or ~/.cache/bbvi_kit/data (not in a root the recipe names)"
         )
 
     def load(self) -> DataSplits:
@@ -223,7 +224,7 @@ class CelebA(DatasetPlugin):
 
                 TorchvisionCelebA(str(root), split="all", download=True)
 
-            run_download("celeba", root / "celeba", fetch)
+            run_download("celeba", root, [root / "celeba"], fetch, root_option=opts.root)
             files = find_celeba(root)
         if files is None:
             raise InputError(_missing_message(root))
@@ -244,7 +245,11 @@ class CelebA(DatasetPlugin):
         _ = splits["train"][0]  # decode one image now: an unreadable file or a bad crop fails here, not mid-run
         size = opts.image_size
         if opts.cache:
-            cache_root = Path(opts.cache_dir).expanduser() if opts.cache_dir else root / CACHE_FOLDER
+            if opts.cache_dir:
+                cache_root = Path(opts.cache_dir).expanduser()
+                check_recipe_write(cache_root, "celeba", "cache_dir", "cache decoded images")
+            else:  # the data root chosen outside the recipe, even when the recipe names where to read
+                cache_root = data_root(None) / CACHE_FOLDER
             partition_names = {"train": "train", "test": opts.test_split}
             for split, chosen in names.items():
                 key = cache_key(images=files.images.resolve(), names=chosen, image_size=size,

@@ -17,6 +17,7 @@ from bbvi_kit.registry import register_dataset
 
 CIFAR100_FOLDER = "cifar-100-python"
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+CIFAR100_ARCHIVE = "cifar-100-python.tar.gz"  # what torchvision downloads into the root before extracting
 
 
 def read_cifar_pickle(path: Path, label_key: bytes = b"fine_labels") -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +77,8 @@ class CIFAR100(DatasetPlugin):
 
                 TorchvisionCIFAR100(str(root), train=True, download=True)
 
-            run_download("cifar100", root, fetch)
+            run_download("cifar100", root, [root / CIFAR100_FOLDER, root / CIFAR100_ARCHIVE], fetch,
+                         root_option=opts.root)
         missing = [str(p) for p in files.values() if not p.is_file()]
         if missing:
             raise InputError(

@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from bbvi_kit.data.base import ImageTensorDataset
+from bbvi_kit.data.root import check_recipe_write, download_cleanly
 from bbvi_kit.errors import InputError
 from bbvi_kit.plugin import PluginOptions
 
@@ -37,14 +38,21 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-def run_download(dataset: str, where: Path, fetch: Callable[[], object]) -> None:
-    """Run a torchvision downloader; any failure becomes a one-line :class:`InputError`.
+def run_download(dataset: str, root: Path, creates: list[Path], fetch: Callable[[], object],
+                 *, root_option: str | None) -> None:
+    """Run a torchvision downloader into the data root ``root``; any failure becomes a one-line
+    :class:`InputError`, and the folders and files in ``creates`` that the download made are
+    removed again (:func:`bbvi_kit.data.root.download_cleanly`).
 
     Downloads are attempted only when the plugin's ``download`` option is on and its files are
-    missing.
+    missing; a ``root`` the recipe named (its ``root`` option, ``root_option``) must be a place a
+    recipe may write to (:func:`bbvi_kit.data.root.check_recipe_write`).
     """
+    if root_option is not None and root_option.strip():
+        check_recipe_write(root, dataset, "root", "download")
+    where = creates[-1] if creates else root
     try:
-        fetch()
+        download_cleanly([root, *creates], fetch)
     except Exception as exc:  # network, checksum, missing gdown ...: all the user's to fix
         raise InputError(
             f"dataset {dataset}: download into {where} failed: {describe_exception(exc)}"

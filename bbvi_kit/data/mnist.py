@@ -50,7 +50,8 @@ class _TorchvisionIdxDataset(DatasetPlugin):
         raw = root / self.folder / "raw"
         if opts.download and not self._present(root):
             tv_class = self._torchvision_class()
-            run_download(self.dataset_name, root, lambda: tv_class(str(root), train=True, download=True))
+            run_download(self.dataset_name, root, [root / self.folder],
+                         lambda: tv_class(str(root), train=True, download=True), root_option=opts.root)
         if not self._present(root):
             missing = [name for name in IDX_FILES if not (raw / name).is_file()]
             packed = [name for name in missing if (raw / f"{name}.gz").is_file()]
