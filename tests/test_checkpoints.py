@@ -435,6 +435,23 @@ def test_resume_takes_no_recipe_or_overrides(stopped_run: Path, cli_run, args: l
     assert code == 2 and "--resume DIR takes no RECIPE" in err
 
 
+def test_from_scratch_goes_with_the_resume_of_one_run(stopped_run: Path, tmp_path: Path, cli_run) -> None:  # noqa: ANN001
+    code, _, err = cli_run(["run", "recipes/quickstart.yaml", "--from-scratch"])
+    assert code == 2 and "--from-scratch goes with --resume RUN_DIR" in err
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text("{}")
+    code, _, err = cli_run(["run", "--resume", sweep, "--from-scratch"])
+    assert code == 2 and "a sweep's runs resume from their checkpoints" in err
+    before = snapshot(stopped_run)
+    code, _, err = cli_run(["run", "--resume", stopped_run, "--from-scratch"])
+    assert code == 1 and "at step 8 (epoch 1)" in err  # from step 0 again, so the fault is met again
+    assert [int(r["step"]) for r in read_csv(stopped_run / "metrics.csv")] == list(range(1, 8))
+    (aside,) = stopped_run.glob("set-aside-*")
+    assert {k: v for k, v in snapshot(aside).items()} == {k: v for k, v in before.items()
+                                                          if k.split("/")[0] in ("metrics.csv", "eval.csv", "checkpoints")}
+
+
 def test_resume_of_something_else_is_refused(tmp_path: Path, cli_run) -> None:  # noqa: ANN001
     code, _, err = cli_run(["run", "--resume", tmp_path])
     assert code == 2 and "neither a run directory" in err

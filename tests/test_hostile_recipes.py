@@ -578,6 +578,24 @@ def test_relative_output_roots_below_the_working_folder_are_fine(tmp_path: Path,
     assert code == 0, err
 
 
+def test_an_output_root_that_links_outside_the_working_folder_is_refused(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``runs`` is a symbolic link to another folder: a recipe's output.root may not lead there
+    (nothing is written through it); --out names that place explicitly and is followed."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").symlink_to(elsewhere, target_is_directory=True)
+    path = tmp_path / "r.yaml"
+    line = error_line(path, MINIMAL + "data: {name: digits}\ntraining: {iterations: 1, progress: false}\n",
+                      command="run")
+    assert line == (f"error: {path}: output.root: runs leads to {elsewhere.resolve()} through a symbolic link, "
+                    f"outside the working folder; to write there, say so with --out {elsewhere.resolve()}")
+    assert not any(elsewhere.iterdir())
+    code, _, err = call(["run", path, "--out", "runs"])
+    assert code == 0, err
+    assert (elsewhere / "r").is_dir()
+
+
 @pytest.mark.parametrize("name", ["../x", "..", ".", "a/b", "/abs", "~", "a\x00b", "a\\b", ".hidden", "x" * 200])
 def test_run_names_cannot_be_paths(tmp_path: Path, name: str) -> None:
     line = error_line(tmp_path / "r.yaml", yaml.safe_dump({"name": name, "model": {"name": "gaussian_vae"}}))
