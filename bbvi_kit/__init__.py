@@ -1,7 +1,8 @@
 """bbvi-kit: black-box variational inference and VAEs on Pyro, with convergence diagnostics.
 
 The public API. Build a run from a YAML recipe (``bbvi-kit run recipe.yaml``, or
-:func:`run_recipe`) or from Python with :class:`Trainer`; register plugins with the
+:func:`run_recipe`) or from Python with :class:`Trainer` (epochs, evaluation, diagnostics,
+checkpoints) or :class:`BBVI` (one step at a time, in your own loop, like ``pyro.infer.SVI``); register plugins with the
 ``register_*`` decorators.
 """
 
@@ -9,9 +10,11 @@ __version__ = "0.1.0"
 
 from bbvi_kit.data import DataInfo, DatasetPlugin, DataSplits
 from bbvi_kit.diagnostics import Diagnostic, DiagnosticContext, DiagnosticOptions
-from bbvi_kit.engine import History, Trainer, TrainingOptions
+from bbvi_kit.config import TrainingOptions
+from bbvi_kit.engine import History, Trainer
 from bbvi_kit.errors import BBVIError, InputError, TrainingError
 from bbvi_kit.estimators import Auto, Estimator, Pathwise, ScoreFunction
+from bbvi_kit.infer import BBVI, StepResult
 from bbvi_kit.loss import BBVILoss
 from bbvi_kit.model import BBVIModel
 from bbvi_kit.nn import activations as _activations  # noqa: F401  (registers activation plugins)
@@ -34,6 +37,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "Auto",
+    "BBVI",
     "BBVIError",
     "BBVILoss",
     "BBVIModel",
@@ -57,6 +61,7 @@ __all__ = [
     "SGD",
     "Schedule",
     "ScoreFunction",
+    "StepResult",
     "Trainer",
     "TrainingError",
     "TrainingOptions",

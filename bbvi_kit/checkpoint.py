@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from bbvi_kit.errors import InputError, OutputError
+from bbvi_kit.files import MAX_INFO_BYTES, atomic_file, atomic_write_text, read_regular_file
 
 CHECKPOINT_DIR = "checkpoints"
 INDEX_FILE = "index.json"
@@ -119,7 +120,6 @@ class Checkpoints:
         index = self.path / INDEX_FILE
         if not index.exists():
             return []
-        from bbvi_kit.runs import MAX_INFO_BYTES, read_regular_file
 
         try:
             data = json.loads(read_regular_file(index, MAX_INFO_BYTES).decode("utf-8"))
@@ -147,8 +147,6 @@ class Checkpoints:
         return f"last good checkpoint: {self.path / record.file} (step {record.step})"
 
     def _write_index(self, records: list[CheckpointRecord]) -> None:
-        from bbvi_kit.runs import atomic_write_text
-
         body = {"format": FORMAT_VERSION, "checkpoints": [asdict(r) for r in records]}
         atomic_write_text(self.path / INDEX_FILE, json.dumps(body, indent=2) + "\n")
 
@@ -160,22 +158,17 @@ class Checkpoints:
         self.path.mkdir(exist_ok=True)
         name = f"step-{step:09d}.pt"
         final = self.path / name
-        tmp = self.path / f".{name}.tmp-{os.getpid()}"
         writer: _HashingWriter | None = None
         try:
-            with open(tmp, "wb") as fh:
+            with atomic_file(final) as fh:
                 writer = _HashingWriter(fh)
                 torch.save({"format": FORMAT_VERSION, "step": step, **state}, writer)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
             _fsync_dir(self.path)
             record = CheckpointRecord(file=name, step=step, size=writer.size, sha256=writer.digest.hexdigest())
             kept = [r for r in self.records() if r.file != name] + [record]
             dropped, kept = kept[: -self.keep], kept[-self.keep:]
             self._write_index(kept)
         except Exception as exc:
-            tmp.unlink(missing_ok=True)
             cause = writer.error if writer is not None and writer.error is not None else exc
             if isinstance(cause, OSError):
                 raise OutputError(f"cannot write checkpoint {final}: {cause.strerror or cause}") from exc

@@ -26,10 +26,14 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bbvi_kit.infer.bbvi import BBVI, StepResult
+    from bbvi_kit.train.callback import LoopState
 
 RANK_SEED_STRIDE = 1_000_003
 """Rank r draws its latent noise from seed + r * RANK_SEED_STRIDE (rank 0: the run's seed)."""
@@ -122,3 +126,15 @@ def all_reduce_sum(tensors: Sequence[torch.Tensor]) -> None:
     for t in tensors:
         t.copy_(flat[offset:offset + t.numel()].view_as(t))
         offset += t.numel()
+
+
+def data_parallel_step(bbvi: "BBVI", dataset_size: int, batch_size: int) -> Callable[..., "StepResult"]:
+    """The step of data-parallel training, wrapping :meth:`BBVI.step`: this rank's shard of the
+    global batch is weighted by its share n_r / n, where n is the global batch's size (the last
+    batch of an epoch may be short), and the step sums gradients and loss over the ranks."""
+
+    def step(args: tuple, loop: "LoopState", validate: bool) -> "StepResult":
+        global_size = min(batch_size, dataset_size - (loop.batch_index - 1) * batch_size)
+        return bbvi.step(*args, epoch=loop.epoch, validate=validate, share=len(args[0]) / global_size)
+
+    return step

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bbvi_kit.engine import TrainingOptions
+from bbvi_kit.config import TrainingOptions
 from bbvi_kit.errors import InputError
 from bbvi_kit.plugin import PluginOptions, describe_validation_error
 from bbvi_kit.registry import REGISTRIES, load_plugin_source

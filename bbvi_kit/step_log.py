@@ -29,22 +29,7 @@ from typing import Any
 import torch
 
 from bbvi_kit.errors import TrainingError
-
-
-@dataclass
-class StepResult:
-    """What one training step leaves for the record (0-d tensors on the device)."""
-
-    loss: torch.Tensor
-    norms: dict[str, torch.Tensor]  # "total" and one per parameter group, before clipping
-    lr: float
-    problem: str | None = None  # known on the host: why the update was not made
-    finite: torch.Tensor | None = None  # at_flush: whether the update was made, on the device
-
-
-def nonfinite_message(step: int, epoch: int, loss: float, minibatch_grad_norm_sq: float) -> str:
-    return (f"non-finite loss or gradient at step {step} (epoch {epoch}): "
-            f"loss={loss:.6g}, minibatch_grad_norm_sq={minibatch_grad_norm_sq:.6g}")
+from bbvi_kit.infer.bbvi import StepResult, nonfinite_message
 
 
 def skipped_steps_warning(rows: list[dict[str, Any]], warn_fraction: float) -> str | None:

@@ -19,7 +19,7 @@ import torch
 
 from benchmarks import data_loading, heldout, profile_step, training_step
 from benchmarks.harness import machine
-from bbvi_kit.engine import resolve_device
+from bbvi_kit.devices import resolve_device
 from bbvi_kit.runs import atomic_write_text
 
 HERE = Path(__file__).resolve().parent

@@ -21,7 +21,7 @@ import torch
 from benchmarks.harness import measure_in_child, peak_memory, synchronize
 from benchmarks.training_step import CASES, build_vae, make_data, smoke
 from bbvi_kit.diagnostics.heldout import HeldOutIWAE
-from bbvi_kit.engine import resolve_device
+from bbvi_kit.devices import resolve_device
 
 CONFIGS = [(500, 100), (5000, 100), (5000, 1000)]
 EXAMPLES = 128

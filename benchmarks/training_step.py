@@ -35,7 +35,7 @@ from benchmarks.harness import Timing, interleaved, measure_in_child, median_cal
 from bbvi_kit import ELBO, IWAE, Adam, Pathwise, ScoreFunction, Trainer, TrainingOptions
 from bbvi_kit.data.base import DataInfo
 from bbvi_kit.diagnostics.gradients import squared_grad_norms
-from bbvi_kit.engine import resolve_device
+from bbvi_kit.devices import resolve_device
 from bbvi_kit_plugins.gaussian_vae import GaussianVAE
 
 LR = 1e-3

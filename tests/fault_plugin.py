@@ -1,5 +1,5 @@
 """A plugin file for fault-injection tests: named in a recipe's ``plugins:``, it patches the
-engine in the process that runs the recipe, driven by environment variables, so that a real
+step (:mod:`bbvi_kit.infer.bbvi`) and the run directory in the process that runs the recipe, driven by environment variables, so that a real
 ``bbvi-kit run`` subprocess dies exactly where a test wants it to. Without the variables it does
 nothing, so the same recipe resumes (and runs as the reference) untouched.
 
@@ -32,7 +32,7 @@ import signal
 import time
 
 import bbvi_kit.checkpoint as checkpoint
-import bbvi_kit.engine as engine
+import bbvi_kit.infer.bbvi as step
 import bbvi_kit.runs as runs
 
 
@@ -54,7 +54,7 @@ _signal_twice = os.environ.get("BBVI_TEST_SIGNAL_TWICE") == "1"
 _kill_once = os.environ.get("BBVI_TEST_KILL_ONCE_MARKER")
 _delay = float(os.environ.get("BBVI_TEST_STEP_DELAY", "0"))
 if _kill_at or _delay or _signal_at:
-    _norms = engine.squared_grad_norms
+    _norms = step.squared_grad_norms
     _calls = [0]
 
     def squared_grad_norms(groups):
@@ -75,7 +75,7 @@ if _kill_at or _delay or _signal_at:
             time.sleep(_delay)
         return _norms(groups)
 
-    engine.squared_grad_norms = squared_grad_norms
+    step.squared_grad_norms = squared_grad_norms
 
 _kill_in_write = int(os.environ.get("BBVI_TEST_KILL_IN_CHECKPOINT", "0"))
 if _kill_in_write:

@@ -338,7 +338,7 @@ def test_collapse_on_cuda_matches_the_encoder() -> None:
 
 def test_measure_on_the_training_split_with_max_examples_and_warn() -> None:
     _, trainer, train, test = tiny_vae()
-    context = DiagnosticContext(trainer, train, test, step=12, epoch=1)
+    context = DiagnosticContext(trainer.training_state, train, test, step=12, epoch=1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         row = PosteriorCollapse(split="train", max_examples=30, batch_size=7, threshold=1e9).measure(context)
@@ -346,7 +346,7 @@ def test_measure_on_the_training_split_with_max_examples_and_warn() -> None:
     assert [str(w.message) for w in caught if w.category is PosteriorCollapseWarning] == [
         "posterior collapse: 0 of 3 latent units active (A_u > 1e+09)"]
     with pytest.raises(InputError, match="needs a test set"):
-        PosteriorCollapse().measure(DiagnosticContext(trainer, train, None, step=12, epoch=1))
+        PosteriorCollapse().measure(DiagnosticContext(trainer.training_state, train, None, step=12, epoch=1))
     assert diagnostic_registry.get("posterior_collapse") is PosteriorCollapse
 
 

@@ -156,7 +156,7 @@ def context(trainer: Trainer, train: TensorDataset, test: TensorDataset):  # noq
     from bbvi_kit.diagnostics import DiagnosticContext
 
     trainer.loss.max_plate_nesting = 1
-    return DiagnosticContext(trainer, train, test, step=0, epoch=0)
+    return DiagnosticContext(trainer.training_state, train, test, step=0, epoch=0)
 
 
 class Recorder(Diagnostic):
@@ -170,7 +170,7 @@ class Recorder(Diagnostic):
 
     def measure(self, context):  # noqa: ANN001, ANN201
         self.calls.append(context.step)
-        loss = context.trainer.loss(*next(context.batches(context.train, 8))).surrogate
+        loss = context.training.loss(*next(context.batches(context.train, 8))).surrogate
         loss.backward()  # gradients left behind must not reach the next step
         return {"value": float(torch.rand(())), "step_seen": context.step}
 

@@ -23,7 +23,7 @@ from bbvi_kit import (
     TrainingError,
     TrainingOptions,
 )
-from bbvi_kit.engine import resolve_device
+from bbvi_kit.devices import resolve_device
 from bbvi_kit.optim import InverseSqrtIteration
 from bbvi_kit_plugins.gaussian_vae import GaussianVAE
 

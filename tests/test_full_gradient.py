@@ -98,7 +98,7 @@ def closed_form_trainer(module: nn.Module, batch_size: int, num_particles: int =
 
 
 def measure(diagnostic: Diagnostic, trainer: Trainer, data: TensorDataset, step: int, seed: int) -> dict[str, Any]:
-    return run_diagnostic(diagnostic, DiagnosticContext(trainer, data, None, step=step, epoch=0), seed)
+    return run_diagnostic(diagnostic, DiagnosticContext(trainer.training_state, data, None, step=step, epoch=0), seed)
 
 
 # sorted and uneven, so that the batches (16, 16, 8) differ: a wrong weighting would show
@@ -302,7 +302,7 @@ class ParameterSnapshots(Diagnostic):
         self.snapshots: dict[int, torch.Tensor] = {}
 
     def measure(self, context):  # noqa: ANN001, ANN201
-        self.snapshots[context.step] = torch.cat([p.detach().flatten() for p in context.trainer.parameters])
+        self.snapshots[context.step] = torch.cat([p.detach().flatten() for p in context.training.parameters])
         return {"kept": 1}
 
 

@@ -54,10 +54,10 @@ class ExactGradient(Diagnostic):
     """||grad L||^2 of the exact full-data loss, from the Linear VAE's closed-form ELBO."""
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
-        (vae,) = context.trainer.modules
+        (vae,) = context.training.modules
         (args,) = list(context.batches(context.train, len(context.train)))
         x = args[0].flatten(1).double()
-        params = [p for group in context.trainer.groups.values() for p in group]
+        params = [p for group in context.training.groups.values() for p in group]
         with torch.enable_grad():
             doubled = {name: p.detach().double().requires_grad_() for name, p in vae.named_parameters()}
             view = type("View", (), doubled)

@@ -130,7 +130,7 @@ def trainer_for(net: nn.Module, objective: Objective, batch_size: int = 8, estim
 
 
 def context_for(trainer: Trainer, x: torch.Tensor = X_TRAIN) -> DiagnosticContext:
-    return DiagnosticContext(trainer, TensorDataset(x), None, step=0, epoch=0)
+    return DiagnosticContext(trainer.training_state, TensorDataset(x), None, step=0, epoch=0)
 
 
 def replicated(diagnostic: Diagnostic, context: DiagnosticContext,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 
 from bbvi_kit.data.base import ImageTensorDataset, as_args, batch_loader
 from bbvi_kit.errors import InputError
+from bbvi_kit.files import atomic_file, atomic_write_text
 
 FORMAT_VERSION = 1
 CHUNK = 256
@@ -81,13 +81,12 @@ def build_cache(
     n = len(decoded)
     shape = (n, *image_shape)
     data, meta = stem.with_suffix(".u8"), stem.with_suffix(".json")
-    tmp = data.with_name(f".{data.name}.tmp-{os.getpid()}")
     size_gb = math.prod(shape) / 1e9
     # shown on a terminal only (disable=None), so that logs and captured output stay clean
     bar = tqdm(total=n, unit="img", desc=f"caching {what} ({size_gb:.2g} GB)", disable=None, leave=False)
     try:
         stem.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
+        with atomic_file(data) as fh:
             for batch in batch_loader(decoded, CHUNK, shuffle=False, num_workers=num_workers):
                 (images,) = as_args(batch)
                 if images.dtype != torch.uint8 or tuple(images.shape[1:]) != image_shape:
@@ -95,21 +94,12 @@ def build_cache(
                                      f"expected uint8 {image_shape}")
                 fh.write(images.contiguous().numpy().data)
                 bar.update(len(images))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, data)
-        from bbvi_kit.runs import atomic_write_text
-
         atomic_write_text(meta, json.dumps({"format": FORMAT_VERSION, "key": key, "dtype": "uint8",
                                             "shape": list(shape)}, indent=2) + "\n")
     except OSError as exc:
         raise InputError(f"{what}: cannot write the decoded-image cache {data}: {exc.strerror or exc}; "
                          "set the dataset's cache_dir to a writable folder, or cache: false") from None
     finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:  # the folder itself is not there
-            pass
         bar.close()
     cached = open_cache(stem, key)
     assert cached is not None, f"the cache just written at {stem} does not read back"

@@ -31,9 +31,8 @@ unless it is listed; each documents its cost.
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -41,11 +40,11 @@ from torch.utils.data import Dataset
 
 from bbvi_kit.data.base import as_args, batch_loader
 from bbvi_kit.data.finite import FiniteExamples
-from bbvi_kit.pass_state import PassState
+from bbvi_kit.diagnostics.training_state import TrainingState, preserved_training_state
 from bbvi_kit.plugin import Configurable, PluginOptions
 
-if TYPE_CHECKING:  # pragma: no cover
-    from bbvi_kit.engine import Trainer
+__all__ = ["Diagnostic", "DiagnosticContext", "DiagnosticOptions", "TrainingState", "preserved_training_state",
+           "run_diagnostic", "stratified_block"]
 
 
 class DiagnosticOptions(PluginOptions):
@@ -70,10 +69,11 @@ class DiagnosticOptions(PluginOptions):
 
 @dataclass
 class DiagnosticContext:
-    """What a diagnostic may look at: the trainer (its model, guide, objective, estimator, loss,
-    parameter groups, device, options), the data, and where training is."""
+    """What a diagnostic may look at: the training state (:class:`TrainingState`: the loss, the
+    parameter groups, the modules, the device, the batch sizes, and :meth:`~TrainingState.isolated`),
+    the data, and where training is."""
 
-    trainer: "Trainer"
+    training: TrainingState
     train: Dataset
     test: Dataset | None
     step: int
@@ -82,7 +82,7 @@ class DiagnosticContext:
 
     @property
     def device(self) -> torch.device:
-        return self.trainer.device
+        return self.training.device
 
     def batches(self, dataset: Dataset, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None) -> Iterator[tuple]:
@@ -90,7 +90,7 @@ class DiagnosticContext:
         non-finite value follow ``training.on_nonfinite`` (:mod:`bbvi_kit.data.finite`): a one-line
         error naming the split and the example, or left out (the evaluation rows count them)."""
         split = "test" if dataset is self.test else "train" if dataset is self.train else "given"
-        finite = FiniteExamples(split, skip=self.trainer.training.on_nonfinite == "skip",
+        finite = FiniteExamples(split, skip=self.training.on_nonfinite == "skip",
                                 shuffled_from=dataset if shuffle else None)
         loader = batch_loader(dataset, batch_size, shuffle=shuffle, generator=generator)
         yield from finite(tuple(a.to(self.device) if isinstance(a, torch.Tensor) else a for a in as_args(batch))
@@ -115,8 +115,8 @@ class Diagnostic(Configurable):
         lists and dicts only), saved in checkpoints; most diagnostics carry nothing."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any], trainer: "Trainer") -> None:
-        """Restore :meth:`state_dict` for a resumed run of ``trainer``."""
+    def load_state_dict(self, state: dict[str, Any], training: TrainingState) -> None:
+        """Restore :meth:`state_dict` for a resumed run whose training state is ``training``."""
 
     def block(self, step: int, total: int) -> tuple[int, int] | None:
         """Under ``schedule: stratified``, the block of iterations (first, last) holding ``step``
@@ -159,38 +159,10 @@ def stratified_block(step: int, total: int, every: int) -> tuple[int, int]:
         end += width
 
 
-@contextmanager
-def preserved_training_state(trainer: "Trainer") -> Iterator[dict]:
-    """Run forward/backward passes of the training objective without changing the run.
-
-    Saves the estimator's state (e.g. the score-function ``running_mean`` baseline, which every
-    call of ``trainer.loss`` would otherwise advance) and the modules' buffers (batch-norm
-    running statistics, updated by every forward pass in train mode), and restores both on exit.
-    Yields the saved estimator state, which :func:`batch_gradient` reloads before each pass so
-    that every pass inside a diagnostic uses the training run's current baseline, not one moved
-    by the diagnostic's own earlier passes (that would correlate the passes).
-    """
-    saved = PassState(trainer)
-    try:
-        yield saved.estimator_state
-    finally:
-        saved.restore()
-
-
 def run_diagnostic(diagnostic: Diagnostic, context: DiagnosticContext, seed: int) -> dict[str, Any]:
-    """``diagnostic.measure(context)`` in a forked random stream seeded with ``seed``; afterwards
-    every gradient it left is cleared, and the modules' training mode and buffers and the
-    estimator's state (running baselines) are as before (:func:`preserved_training_state`)."""
-    trainer = context.trainer
-    devices = [trainer.device.index or 0] if trainer.device.type == "cuda" else []
-    modes = [m.training for m in trainer.modules]
-    try:
-        with torch.random.fork_rng(devices=devices), preserved_training_state(trainer):
-            torch.manual_seed(seed)
-            values = diagnostic.measure(context)
-    finally:
-        for p in trainer.parameters:
-            p.grad = None
-        for m, mode in zip(trainer.modules, modes):
-            m.train(mode)
+    """``diagnostic.measure(context)`` inside :meth:`TrainingState.isolated` (a forked random
+    stream seeded with ``seed``; afterwards every gradient it left is cleared, and the modules'
+    training mode and buffers and the estimator's state are as before); values as numbers."""
+    with context.training.isolated(seed):
+        values = diagnostic.measure(context)
     return {k: v if isinstance(v, int) and not isinstance(v, bool) else float(v) for k, v in values.items()}

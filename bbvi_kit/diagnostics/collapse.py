@@ -298,13 +298,13 @@ class PosteriorCollapse(Diagnostic):
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options
-        trainer = context.trainer
+        training = context.training
         dataset = context.test if o.split == "test" else context.train
         if dataset is None:
             raise InputError("diagnostic posterior_collapse with split: test needs a test set")
-        for m in trainer.modules:
+        for m in training.modules:
             m.eval()
-        batch_size = o.batch_size or trainer.training.eval_batch_size
+        batch_size = o.batch_size or training.eval_batch_size
         counted = {"examples": 0}
 
         def batches() -> Iterable[tuple]:
@@ -318,7 +318,7 @@ class PosteriorCollapse(Diagnostic):
                 yield args
 
         with torch.no_grad():
-            sites = latent_units(trainer.model, trainer.guide, batches(), mc_samples=o.mc_samples)
+            sites = latent_units(training.model, training.guide, batches(), mc_samples=o.mc_samples)
         return self.summarise(sites, counted["examples"])
 
     def summarise(self, sites: dict[str, LatentUnits], num_examples: int) -> dict[str, float]:

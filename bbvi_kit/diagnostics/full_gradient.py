@@ -25,14 +25,14 @@ from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, DiagnosticO
 from bbvi_kit.registry import register_diagnostic
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bbvi_kit.engine import Trainer
+    from bbvi_kit.diagnostics.training_state import TrainingState
 
 SUBSET_SEED = 0  # the fixed subset of ``max_examples`` training examples is drawn with this seed
 
 
 # -- shared helpers -----------------------------------------------------------------------------
 def batch_gradient(
-    trainer: "Trainer",
+    training: "TrainingState",
     args: tuple,
     params: Sequence[torch.Tensor],
     estimator_state: Mapping | None = None,
@@ -40,7 +40,7 @@ def batch_gradient(
     weight: float = 1.0,
     out: list[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
-    """``weight`` times the gradient of the training surrogate ``trainer.loss(*args).surrogate``
+    """``weight`` times the gradient of the training surrogate ``training.loss(*args).surrogate``
     (nats per example) with respect to ``params``, added into ``out`` (zeros when ``None``).
 
     Uses ``torch.autograd.grad``, so no ``.grad`` attribute is touched; parameters the loss does
@@ -48,10 +48,10 @@ def batch_gradient(
     into the estimator first.
     """
     if estimator_state is not None:
-        trainer.loss.estimator.load_state_dict(copy.deepcopy(dict(estimator_state)))
+        training.loss.estimator.load_state_dict(copy.deepcopy(dict(estimator_state)))
     if out is None:
         out = [torch.zeros_like(p) for p in params]
-    surrogate = trainer.loss(*args).surrogate
+    surrogate = training.loss(*args).surrogate
     grads = torch.autograd.grad(surrogate, list(params), allow_unused=True)
     for acc, grad in zip(out, grads):
         if grad is not None:
@@ -133,7 +133,7 @@ class FullGradient(Diagnostic):
     r"""||grad L(theta_n, phi_n)||^2 of the full-data training objective, unbiased, with a
     standard error, and its split over the parameter groups (``phi`` encoder, ``theta`` decoder).
 
-    L is the training objective (``trainer.loss``: the negative bound in nats per example, with
+    L is the training objective (``training.loss``: the negative bound in nats per example, with
     the run's objective, K and estimator) averaged over the whole training set, or over a fixed
     subset of ``max_examples`` training examples drawn once with seed 0 (the same subset at
     every measurement and in every run). One estimate g_m is one pass over those n examples in
@@ -162,7 +162,7 @@ class FullGradient(Diagnostic):
     - ``full_grad_norm_sq_biased`` = ||(1/M) sum_i g_i||^2, the naive estimate, for comparison:
       its expectation is ||grad L||^2 + tr(Sigma)/M.
     - ``full_grad_norm_sq_<group>`` and ``full_grad_norm_sq_<group>_se``: the same U-statistic
-      and jackknife restricted to each parameter group of ``trainer.groups`` (``phi``,
+      and jackknife restricted to each parameter group of ``training.groups`` (``phi``,
       ``theta``); the groups' U add up to the total.
     - ``num_examples`` (n) and ``num_estimates`` (M).
     - Under ``schedule: stratified`` (one measurement at a uniformly drawn iteration τ_j of each
@@ -208,17 +208,17 @@ class FullGradient(Diagnostic):
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options
-        trainer = context.trainer
-        params, slices = group_slices(trainer.groups)
+        training = context.training
+        params, slices = group_slices(training.groups)
         data = fixed_subset(context.train, o.max_examples)
         n = len(data)  # type: ignore[arg-type]
-        batch_size = o.batch_size or trainer.training.batch_size
+        batch_size = o.batch_size or training.batch_size
         estimates = []
-        with preserved_training_state(trainer) as state:
+        with preserved_training_state(training) as state:
             for _ in range(o.num_estimates):
                 total = [torch.zeros_like(p) for p in params]
                 for args in context.batches(data, batch_size):
-                    batch_gradient(trainer, args, params, state, weight=len(args[0]) / n, out=total)
+                    batch_gradient(training, args, params, state, weight=len(args[0]) / n, out=total)
                 estimates.append(total)
         values: dict[str, torch.Tensor] = {}
         grams = {name: gram_matrix([g[part] for g in estimates]) for name, part in slices.items()}
@@ -242,7 +242,7 @@ class FullGradient(Diagnostic):
     def state_dict(self) -> dict[str, float]:
         return self.average.state_dict()
 
-    def load_state_dict(self, state: dict[str, float], trainer: "Trainer") -> None:
+    def load_state_dict(self, state: dict[str, float], training: "TrainingState") -> None:
         self.average.load_state_dict(state)
 
 

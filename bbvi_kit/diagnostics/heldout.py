@@ -45,12 +45,12 @@ class HeldOutIWAE(Diagnostic):
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options
-        trainer = context.trainer
+        training = context.training
         if context.test is None:
             raise InputError("diagnostic heldout_iwae needs a test set")
-        for m in trainer.modules:
+        for m in training.modules:
             m.eval()
-        batch_size = o.batch_size or trainer.training.eval_batch_size
+        batch_size = o.batch_size or training.eval_batch_size
         elbo_rows, iwae_rows = [], []
         seen = 0
         with torch.no_grad():
@@ -59,7 +59,7 @@ class HeldOutIWAE(Diagnostic):
                     if seen >= o.max_examples:
                         break
                     args = tuple(a[: o.max_examples - seen] if isinstance(a, torch.Tensor) else a for a in args)
-                elbo, iwae = self.per_example(trainer.model, trainer.guide, args, trainer.loss.max_plate_nesting)
+                elbo, iwae = self.per_example(training.model, training.guide, args, training.loss.max_plate_nesting)
                 seen += elbo.numel()
                 elbo_rows.append(elbo)
                 iwae_rows.append(iwae)

@@ -2,7 +2,7 @@ r"""Gradient noise and gradient signal-to-noise ratio: repeated stochastic gradi
 parameters, per parameter group.
 
 Both diagnostics look at the gradient the training step uses, g = grad of the run's own surrogate
-loss (``trainer.loss``: its objective with K = ``num_particles`` particles, its estimator) on a
+loss (``training.loss``: its objective with K = ``num_particles`` particles, its estimator) on a
 mini-batch of B examples, as a per-example mean (nats per example, like the engine's losses):
 
 .. math::
@@ -38,7 +38,7 @@ from bbvi_kit.parameters import ParameterGroups
 from bbvi_kit.registry import register_diagnostic
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bbvi_kit.engine import Trainer
+    from bbvi_kit.diagnostics.training_state import TrainingState
 
 
 # -- shared helpers ------------------------------------------------------------------------------
@@ -64,25 +64,25 @@ def sample_batch(dataset: Dataset, batch_size: int, *, replacement: bool, device
     return tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in as_args(batch))
 
 
-def parameter_groups(trainer: "Trainer", args: tuple) -> dict[str, list[torch.Tensor]]:
-    """The trainer's parameter groups (``phi``, ``theta`` by default); before its first step they
-    are found as the trainer would find them, from one pass of the loss (nothing is stored)."""
-    if trainer.groups:
-        return trainer.groups
-    particles = trainer.loss(*args).particles
-    groups = ParameterGroups(trainer.modules, trainer.param_groups.declared)
+def parameter_groups(training: "TrainingState", args: tuple) -> dict[str, list[torch.Tensor]]:
+    """The run's parameter groups (``phi``, ``theta`` by default); before its first step they are
+    found as the step would find them, from one pass of the loss (nothing is stored)."""
+    if training.groups:
+        return training.groups
+    particles = training.loss(*args).particles
+    groups = ParameterGroups(training.modules, training.declared_groups)
     groups.update(particles.model_trace, particles.guide_trace)
     return groups.groups
 
 
-def gradient_draw(trainer: "Trainer", args: tuple, params: Sequence[torch.Tensor], slices: Mapping[str, slice],
+def gradient_draw(training: "TrainingState", args: tuple, params: Sequence[torch.Tensor], slices: Mapping[str, slice],
                   estimator_state: Mapping | None = None) -> dict[str, torch.Tensor]:
     """One stochastic gradient of the run's surrogate loss on the batch ``args`` (fresh latent
     noise), flattened per group (``slices`` of ``params``, from :func:`group_slices`) into float64
     vectors. Through :func:`batch_gradient`: ``p.grad`` is not touched, a parameter the loss does
     not reach counts as zero, and the estimator's state (a running baseline) is reset to
     ``estimator_state`` first, so every draw uses the run's current baseline."""
-    grads = batch_gradient(trainer, args, params, estimator_state)
+    grads = batch_gradient(training, args, params, estimator_state)
     return {name: torch.cat([g.reshape(-1) for g in grads[sl]]).to(torch.float64) for name, sl in slices.items()}
 
 
@@ -120,7 +120,7 @@ class RunningMoments:
 def _batch_size(context: DiagnosticContext, option: int | None) -> int:
     if option is not None:
         return option
-    return min(context.trainer.training.batch_size, len(context.train))  # type: ignore[arg-type]
+    return min(context.training.batch_size, len(context.train))  # type: ignore[arg-type]
 
 
 # -- gradient noise ------------------------------------------------------------------------------
@@ -187,22 +187,22 @@ class GradientNoise(Diagnostic):
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options
-        trainer = context.trainer
+        training = context.training
         batch_size = _batch_size(context, o.batch_size)
         R, S = o.num_batches, o.samples_per_batch
-        with preserved_training_state(trainer) as estimator_state:
+        with preserved_training_state(training) as estimator_state:
             within_sum: dict[str, torch.Tensor] = {}
             outer: dict[str, RunningMoments] = {}
             groups: Mapping[str, list[torch.Tensor]] | None = None
             for _ in range(R):
                 args = sample_batch(context.train, batch_size, replacement=o.replacement, device=context.device)
                 if groups is None:
-                    groups = parameter_groups(trainer, args)
+                    groups = parameter_groups(training, args)
                     params, slices = group_slices(groups)
                     outer = {name: RunningMoments() for name in groups}
                 inner = {name: RunningMoments() for name in groups}
                 for _ in range(S):
-                    for name, g in gradient_draw(trainer, args, params, slices, estimator_state).items():
+                    for name, g in gradient_draw(training, args, params, slices, estimator_state).items():
                         inner[name].update(g)
                 for name, moments in inner.items():
                     within = moments.variance()
@@ -227,7 +227,7 @@ class GradientNoise(Diagnostic):
         ordered = {**totals, **columns}
         values = torch.stack(list(ordered.values())).tolist()  # one transfer to the host
         return {**dict(zip(ordered, values)), "batch_size": batch_size,
-                "num_particles": trainer.objective.num_particles}
+                "num_particles": training.objective.num_particles}
 
 
 # -- signal-to-noise ratio -----------------------------------------------------------------------
@@ -290,32 +290,32 @@ class GradientSNR(Diagnostic):
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         start = torch.get_rng_state()  # the batch indices come from the CPU stream
         out = self._measure(context)
-        trainer = context.trainer
-        objective = trainer.loss.objective
+        training = context.training
+        objective = training.loss.objective
         for k in self.options.num_particles or []:
             # The same parameters and the same mini-batch at another K: SNR against K without the
             # confounding of runs trained with different K.
             torch.set_rng_state(start)
-            trainer.loss.objective = type(objective)(**{**objective.options.model_dump(), "num_particles": k})
+            training.loss.objective = type(objective)(**{**objective.options.model_dump(), "num_particles": k})
             try:
                 at_k = self._measure(context)
             finally:
-                trainer.loss.objective = objective
+                training.loss.objective = objective
             out.update({f"{key}_K{k}": value for key, value in at_k.items() if key.startswith("snr")})
         return out
 
     def _measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options
-        trainer = context.trainer
+        training = context.training
         batch_size = _batch_size(context, o.batch_size)
-        with preserved_training_state(trainer) as estimator_state:
+        with preserved_training_state(training) as estimator_state:
             args = sample_batch(context.train, batch_size, replacement=o.replacement, device=context.device)
-            params, slices = group_slices(parameter_groups(trainer, args))
+            params, slices = group_slices(parameter_groups(training, args))
             moments = {name: RunningMoments(per_coordinate=True) for name in slices}
             for m in range(o.num_draws):
                 if o.resample_batch and m > 0:
                     args = sample_batch(context.train, batch_size, replacement=o.replacement, device=context.device)
-                for name, g in gradient_draw(trainer, args, params, slices, estimator_state).items():
+                for name, g in gradient_draw(training, args, params, slices, estimator_state).items():
                     moments[name].update(g)
         columns: dict[str, torch.Tensor] = {}
         for name, mom in moments.items():
@@ -328,4 +328,4 @@ class GradientSNR(Diagnostic):
             columns[f"snr_norm_{name}"] = (mom.mean.square().sum() - noise / o.num_draws) / noise
         values = torch.stack(list(columns.values())).tolist()
         return {**dict(zip(columns, values)), "batch_size": batch_size,
-                "num_particles": trainer.objective.num_particles}
+                "num_particles": training.objective.num_particles}

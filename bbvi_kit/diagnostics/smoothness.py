@@ -14,7 +14,7 @@ from bbvi_kit.diagnostics.full_gradient import batch_gradient, group_slices, pre
 from bbvi_kit.registry import register_diagnostic
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bbvi_kit.engine import Trainer
+    from bbvi_kit.diagnostics.training_state import TrainingState
 
 
 @contextmanager
@@ -33,7 +33,7 @@ def parameters_at(params: Sequence[torch.Tensor], values: Sequence[torch.Tensor]
                 p.copy_(s)
 
 
-def crn_gradient(trainer: Any, args: tuple, params: Sequence[torch.Tensor], estimator_state: Mapping,
+def crn_gradient(training: Any, args: tuple, params: Sequence[torch.Tensor], estimator_state: Mapping,
                  seed: int) -> list[torch.Tensor]:
     """The training surrogate's gradient on batch ``args`` with the random stream seeded by
     ``seed`` (the common random numbers: the same latent noise eps at any parameters), in a
@@ -41,7 +41,7 @@ def crn_gradient(trainer: Any, args: tuple, params: Sequence[torch.Tensor], esti
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        return batch_gradient(trainer, args, params, estimator_state)
+        return batch_gradient(training, args, params, estimator_state)
 
 
 def _squared_norms(tensors: Sequence[torch.Tensor], slices: Mapping[str, slice]) -> torch.Tensor:
@@ -101,7 +101,7 @@ class Smoothness(Diagnostic):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        # (the trainer it came from, its step, the parameters then)
+        # (the training state it came from, its step, the parameters then)
         self._previous: tuple[weakref.ref, int, list[torch.Tensor]] | None = None
 
     def state_dict(self) -> dict[str, Any]:
@@ -110,37 +110,37 @@ class Smoothness(Diagnostic):
         _, step, params = self._previous
         return {"step": step, "parameters": [p.cpu() for p in params]}
 
-    def load_state_dict(self, state: dict[str, Any], trainer: "Trainer") -> None:
+    def load_state_dict(self, state: dict[str, Any], training: "TrainingState") -> None:
         if not state:
             self._previous = None
             return
-        params = [p.to(trainer.device) for p in state["parameters"]]
-        self._previous = (weakref.ref(trainer), int(state["step"]), params)
+        params = [p.to(training.device) for p in state["parameters"]]
+        self._previous = (weakref.ref(training), int(state["step"]), params)
 
     def reset(self) -> None:
         """Forget the stored parameters (the next measurement starts afresh)."""
         self._previous = None
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
-        trainer = context.trainer
-        params, slices = group_slices(trainer.groups)
+        training = context.training
+        params, slices = group_slices(training.groups)
         current = [p.detach().clone() for p in params]
-        previous, self._previous = self._previous, (weakref.ref(trainer), context.step, current)
+        previous, self._previous = self._previous, (weakref.ref(training), context.step, current)
         names = ["lipschitz", *(f"lipschitz_{g}" for g in slices), "param_step_norm",
                  *(f"param_step_norm_{g}" for g in slices)]
-        if (previous is None or previous[0]() is not trainer or previous[1] >= context.step
+        if (previous is None or previous[0]() is not training or previous[1] >= context.step
                 or [p.shape for p in previous[2]] != [p.shape for p in current]):
             return {**{name: float("nan") for name in names}, "steps_apart": 0}
         old = previous[2]
 
-        batch_size = self.options.batch_size or trainer.training.batch_size
+        batch_size = self.options.batch_size or training.batch_size
         order = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
         args = next(iter(context.batches(context.train, batch_size, shuffle=True, generator=order)))
         seed = int(torch.randint(2**62, ()))
-        with preserved_training_state(trainer) as state:
-            g_new = crn_gradient(trainer, args, params, state, seed)
+        with preserved_training_state(training) as state:
+            g_new = crn_gradient(training, args, params, state, seed)
             with parameters_at(params, old):
-                g_old = crn_gradient(trainer, args, params, state, seed)
+                g_old = crn_gradient(training, args, params, state, seed)
         grad_change = _squared_norms([a - b for a, b in zip(g_new, g_old)], slices).sqrt()
         step = _squared_norms([a - b for a, b in zip(current, old)], slices).sqrt()
         total_step = step[0]
