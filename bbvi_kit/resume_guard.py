@@ -21,7 +21,8 @@ import yaml
 
 from bbvi_kit.data.base import DataSplits
 from bbvi_kit.errors import InputError
-from bbvi_kit.recipe import MAX_RECIPE_BYTES, Recipe
+from bbvi_kit.config.safe_yaml import MAX_RECIPE_BYTES
+from bbvi_kit.recipe import Recipe
 from bbvi_kit.runs import MAX_INFO_BYTES, RunDirectory, read_csv, read_regular_file
 
 __all__ = ["begun", "changed_keys", "check_identity", "check_nothing_lost", "read_status"]

@@ -419,7 +419,7 @@ def test_libyaml_reads_the_recipes_exactly_as_the_python_loader_and_never_too_de
     """Recipes go through libyaml's C parser (a 100,000-value list in a fraction of the Python
     loader's time); what it reads must be what the pure-Python loader reads, and nesting beyond
     the limit must never reach libyaml's recursive C composer (it would overflow the C stack)."""
-    from bbvi_kit import recipe as recipe_module
+    from bbvi_kit.config import safe_yaml as recipe_module
 
     def python_only(text: str) -> Any:
         loader = recipe_module._RecipeLoader(text)
