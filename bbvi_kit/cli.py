@@ -271,8 +271,8 @@ def plot(dirs: Sequence[Path], out: Path | None, scale: str | None) -> None:
     of runs, or any directory with --scale gets the paper-style figures over all the runs found
     (mean over seeds with a band, one colour per sweep value, the C log n / sqrt(n) reference).
     """
-    from bbvi_kit.figures import draw_figures
-    from bbvi_kit.plotting import plot_run
+    from bbvi_kit.plots import draw_figures
+    from bbvi_kit.plots import plot_run
     from bbvi_kit.errors import InputError
 
     for d in dirs:

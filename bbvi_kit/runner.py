@@ -7,7 +7,7 @@ or a sweep (seeds x grid points, see :mod:`bbvi_kit.sweep`) into one sweep direc
         sweep.yaml      the recipe as given (overrides applied): re-runs the whole sweep
         sweep.json      axes, seeds, points, and the status of every run
         summary.csv     final values per point and seed, rewritten after every run
-        plots/          paper-style figures over all runs (bbvi_kit.figures)
+        plots/          paper-style figures over all runs (bbvi_kit.plots)
         p00-K=1-seed0/  one complete run directory per point and seed
         ...
 
@@ -583,7 +583,7 @@ def _run_sweep(
                     "failed" if result.failed == len(plan.runs) else "completed_with_failures")
     write_status(final_status, finished=_now())
     if result.failed < len(plan.runs):
-        from bbvi_kit.figures import draw_figures
+        from bbvi_kit.plots import draw_figures
 
         draw_figures([parent], parent / "plots", warn=warn)
     return result

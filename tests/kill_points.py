@@ -39,8 +39,8 @@ import matplotlib.pyplot  # noqa: E402, F401
 import sklearn.datasets  # noqa: E402, F401
 import torch._dynamo  # noqa: E402, F401
 
-import bbvi_kit.figures  # noqa: E402, F401
-import bbvi_kit.plotting  # noqa: E402, F401
+import bbvi_kit.plots  # noqa: E402, F401
+import bbvi_kit.report  # noqa: E402, F401
 import bbvi_kit.runner  # noqa: E402, F401
 import bbvi_kit_plugins.gaussian_vae  # noqa: E402, F401
 from bbvi_kit import cli  # noqa: E402

@@ -9,7 +9,7 @@ Used by ``tests/test_pyro_programs.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import pyro
 import pyro.distributions as dist

@@ -402,7 +402,7 @@ def test_the_theory_slope_and_the_reference_constant() -> None:
 
 
 def test_the_reference_constant_is_the_figures_fit() -> None:
-    from bbvi_kit.figures import fit_log_rate
+    from bbvi_kit.results import fit_log_rate
 
     rng = np.random.default_rng(0)
     n = np.arange(1, 3001, dtype=float)

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 LOGREG = REPO / "examples" / "bayesian_logistic_regression.py"

@@ -1,4 +1,4 @@
-"""Figures across runs and sweeps (bbvi_kit.figures), from synthetic run directories with known values."""
+"""Figures across runs and sweeps (bbvi_kit.plots, bbvi_kit.results), from synthetic run directories with known values."""
 
 from __future__ import annotations
 
@@ -14,14 +14,8 @@ import pytest
 import yaml
 
 from bbvi_kit.errors import InputError
-from bbvi_kit.figures import (
-    FiguresWarning,
-    aggregate,
-    draw_figures,
-    find_runs,
-    fit_log_rate,
-    group_runs,
-)
+from bbvi_kit.plots import FiguresWarning, draw_figures
+from bbvi_kit.results import aggregate, find_runs, fit_log_rate, group_runs
 
 BASE_RECIPE: dict[str, Any] = {
     "name": "synthetic",
@@ -386,13 +380,13 @@ def test_runs_without_evaluations_draw_the_gradient_figure_only(tmp_path: Path) 
 
 def test_an_evaluation_inside_an_epoch_sits_at_its_fraction_of_the_epoch(tmp_path: Path) -> None:
     """training.iterations can end a run mid-epoch; its final evaluation is not a whole epoch."""
-    from bbvi_kit import figures
+    from bbvi_kit.results import group_curves
 
     run = make_run(tmp_path / "run", epochs=3, per_epoch=25, stop=60)  # 2 whole epochs, then 10 steps
     with open(run / "eval.csv", "a") as fh:
         fh.write("60,2,5.0,5.0,2.4\n")  # the runner's final evaluation after step 60
-    (group,) = figures.group_runs(figures.find_runs([run]))
-    data = figures._prepare(group, "C0", lambda message: None)
+    (group,) = group_runs(find_runs([run]))
+    data = group_curves(group, lambda message: None)
     np.testing.assert_allclose(data.eval_epochs, [1.0, 2.0, 2.4])
 
 

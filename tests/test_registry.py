@@ -26,7 +26,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from bbvi_kit import BBVIModel, InputError, cli
+from bbvi_kit import BBVIModel, InputError
 from bbvi_kit.registry import Registry, load_plugin_source, models, register_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import csv
-import dataclasses
 import html
 import io
 import json
@@ -30,7 +29,7 @@ import pytest
 from PIL import Image
 
 from bbvi_kit.diagnostics import convergence
-from bbvi_kit.figures import Table
+from bbvi_kit.results import Table
 from bbvi_kit.report import (
     MAX_PANELS,
     build_report,
@@ -526,7 +525,7 @@ def test_the_reports_show_their_figures_in_a_real_browser(run_page: Page, sweep_
 
 
 def test_a_diagnostic_column_that_is_never_finite_is_reported() -> None:
-    from bbvi_kit.report import _nonfinite_findings
+    from bbvi_kit.report.findings import nonfinite_findings as _nonfinite_findings
 
     steps = np.array([1.0, 2.0, 3.0])
     first_nan = Table({"step": steps, "lipschitz": np.array([np.nan, 1.0, 2.0])})  # by design
@@ -537,3 +536,39 @@ def test_a_diagnostic_column_that_is_never_finite_is_reported() -> None:
     later = Table({"step": steps, "x": np.array([1.0, np.nan, np.inf])})
     (finding,) = _nonfinite_findings(later, "diagnostic d", "run a", "t", strict=False)
     assert finding.level == "problem" and "first at step 2" in finding.text
+
+
+def test_a_third_party_diagnostic_brings_its_own_findings(dirs: dict[str, Path], tmp_path: Path) -> None:
+    """A diagnostic plugin registered outside bbvi-kit gets its headline and findings into the
+    report through its own hooks, with no edit to the report."""
+    import shutil
+
+    from bbvi_kit import Diagnostic
+    from bbvi_kit.findings import Finding
+    from bbvi_kit.registry import register_diagnostic
+
+    @register_diagnostic("third_party_curvature")
+    class Curvature(Diagnostic):
+        def measure(self, context: Any) -> dict[str, float]:  # pragma: no cover - never trained here
+            return {"curvature": 0.0}
+
+        @classmethod
+        def headline(cls, table: Table) -> str | None:
+            return "curvature"
+
+        @classmethod
+        def findings(cls, table: Table, run: Any, label: str = "") -> list[Finding]:
+            last = float(table.column("curvature")[-1])
+            return [Finding(f"the curvature ends at {last:g}, flatter than 1", "good",
+                            "diagnostic:third_party_curvature", {"curvature": last})]
+
+    run = tmp_path / dirs["run"].name
+    shutil.copytree(dirs["run"], run, ignore=shutil.ignore_patterns("report.html", "plots"))
+    write_diagnostic(run, "third_party_curvature",
+                     [{"step": s, "epoch": 0, "curvature": 2.0 / s, "time": s} for s in (10, 20, 40)])
+    page = Page(build_report(run))
+    ours = [(level, text) for level, topic, text in page.findings if topic == "diagnostic:third_party_curvature"]
+    assert ("good", "The curvature ends at 0.05, flatter than 1.") in ours or \
+        any(level == "good" and "curvature ends at 0.05" in text for level, text in ours), ours
+    assert any(level == "info" and "curvature went from 0.2 at n = 10 to 0.05 at n = 40" in text
+               for level, text in ours), ours  # the headline the plugin chose

@@ -231,7 +231,7 @@ def test_full_disk_while_writing_metrics_keeps_whole_rows_and_resumes(
     assert "cannot write" in err and "metrics.csv: No space left on device" in err
     failed_at = int(err.split()[2])  # "error: step N (epoch E): ..."
     last_good = 5 * ((failed_at - 1) // 5)  # checkpoint_every: 5
-    assert f"last good checkpoint: runs/faulty/" in err and err.endswith(f"step-{last_good:09d}.pt (step {last_good})")
+    assert "last good checkpoint: runs/faulty/" in err and err.endswith(f"step-{last_good:09d}.pt (step {last_good})")
     run = only_run_dir(root)
     assert (run / "metrics.csv").stat().st_size <= 3000
     assert [int(r["step"]) for r in rows(run / "metrics.csv")] == list(range(1, failed_at))  # whole rows only

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
 
 import torch
 from pydantic import Field, model_validator
@@ -42,6 +42,10 @@ from bbvi_kit.data.base import as_args, batch_loader
 from bbvi_kit.data.finite import FiniteExamples
 from bbvi_kit.diagnostics.training_state import TrainingState, preserved_training_state
 from bbvi_kit.plugin import Configurable, PluginOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bbvi_kit.findings import Finding
+    from bbvi_kit.results import Group, Run, Table
 
 __all__ = ["Diagnostic", "DiagnosticContext", "DiagnosticOptions", "TrainingState", "preserved_training_state",
            "run_diagnostic", "stratified_block"]
@@ -142,6 +146,34 @@ class Diagnostic(Configurable):
         if cached is None or cached[:2] != (seed, first):
             cached = self._drawn = (seed, first, random.Random(f"{seed}:{first}").randint(first, last))
         return step == cached[2]
+
+
+    # -- what the report says about this diagnostic's rows (bbvi_kit.report) ------------------
+    @classmethod
+    def headline(cls, table: "Table") -> str | None:
+        """The column of ``diagnostics/<name>.csv`` whose first and last values the report states
+        in one sentence; ``None`` (the default): the first value column."""
+        return None
+
+    @classmethod
+    def findings(cls, table: "Table", run: "Run", label: str = "") -> list["Finding"]:
+        """Sentences about one run's rows ``table`` of this diagnostic, beyond the report's generic
+        ones (the headline's trend, values that are not finite). ``run``: the run directory as
+        read (recipe, ``run.json``, ``metrics.csv``, ...); ``label``: what to start each sentence
+        with (``"point K=1"``; empty for the run of a run report). Default: none."""
+        return []
+
+    @classmethod
+    def sweep_findings(cls, name: str, groups: Sequence["Group"]) -> list["Finding"]:
+        """Sentences about the runs of a sweep that recorded diagnostic ``name``, listed with its
+        per-point final values; ``groups``: the sweep's points, each with its runs. Default: none."""
+        return []
+
+    @classmethod
+    def comparison_findings(cls, name: str, groups: Sequence["Group"]) -> list["Finding"]:
+        """Sentences comparing the points of a sweep (e.g. a trend against K), listed after
+        every diagnostic's own. Default: none."""
+        return []
 
 
 def stratified_block(step: int, total: int, every: int) -> tuple[int, int]:

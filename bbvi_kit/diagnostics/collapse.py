@@ -20,10 +20,11 @@ normal prior is ½ (μ² + σ² − 1 − log σ²).
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 import torch
 from pydantic import Field
@@ -34,7 +35,16 @@ from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, DiagnosticOptions
 from bbvi_kit.errors import InputError
+from bbvi_kit.findings import Finding
 from bbvi_kit.registry import register_diagnostic
+from bbvi_kit.results.groups import Group
+from bbvi_kit.results.run import Run
+from bbvi_kit.results.table import Table, last_finite
+from bbvi_kit.results.words import num
+
+COLLAPSE_FRACTION = 0.5
+"""The default ``warn_below``: posterior collapse is reported when fewer than this fraction of
+the latent units are active."""
 
 __all__ = ["LatentUnits", "PosteriorCollapse", "PosteriorCollapseWarning", "latent_units"]
 
@@ -348,3 +358,58 @@ class PosteriorCollapse(Diagnostic):
                 stacklevel=2,
             )
         return row
+
+    @classmethod
+    def headline(cls, table: Table) -> str | None:
+        return "active_units" if "active_units" in table.columns else None
+
+    @classmethod
+    def findings(cls, table: Table, run: Run, label: str = "") -> list[Finding]:
+        """How many latent units are active at the end, and whether that is posterior collapse
+        (an active fraction below the run's ``warn_below``)."""
+        below = float(run.diagnostic_option("posterior_collapse", "warn_below", COLLAPSE_FRACTION))
+        found = collapse_finding(table, label, below)
+        return [found] if found is not None else []
+
+    @classmethod
+    def sweep_findings(cls, name: str, groups: Sequence[Group]) -> list[Finding]:
+        """Every run of the sweep in posterior collapse, or one sentence saying none is."""
+        collapsed = []
+        for g in groups:
+            for r in g.runs:
+                table = r.diagnostics.get(name)
+                below = float(r.diagnostic_option(name, "warn_below", COLLAPSE_FRACTION))
+                found = collapse_finding(table, f"point {g.label}, seed {r.seed}", below) if table is not None else None
+                if found is not None and found.level == "warning":
+                    collapsed.append(found)
+        if collapsed:
+            return collapsed
+        return [Finding("No posterior collapse in any run: the fraction of active latent units at the end of each "
+                        f"is at least its posterior_collapse warn_below (default {COLLAPSE_FRACTION:.0%}).", "good",
+                        f"diagnostic:{name}")]
+
+
+def collapse_finding(table: Table, who: str = "", below: float = COLLAPSE_FRACTION) -> Finding | None:
+    """The sentence on the active latent units at the last measurement of ``table``: posterior
+    collapse (a warning) when the active fraction is below ``below``; ``None`` without a value."""
+    last = last_finite(table, "active_units")
+    units = last_finite(table, "num_units")
+    if last is None:
+        return None
+    step, active = last
+    total = units[1] if units is not None else math.nan
+    fraction = last_finite(table, "active_fraction")
+    share = fraction[1] if fraction is not None else (active / total if total > 0 else math.nan)
+    prefix = f"{who}: " if who else ""
+    count = f"{num(active)} of {num(total)}" if math.isfinite(total) else f"{num(active)}"
+    numbers = {"step": step, "active_units": active, "num_units": total, "active_fraction": share, "warn_below": below}
+    topic = "diagnostic:posterior_collapse"
+    if math.isfinite(share) and share < below:
+        return Finding(f"{prefix}{count} latent units active at n = {num(step)}: posterior collapse.", "warning",
+                       topic, numbers)
+    if math.isfinite(share) and share < 1:
+        return Finding(f"{prefix}{count} latent units active at n = {num(step)}: some are unused, but the active "
+                       f"fraction {share:.0%} is not below the {below:.0%} at which the report calls it posterior "
+                       f"collapse.", "info", topic, numbers)
+    return Finding(f"{prefix}{count} latent units active at n = {num(step)}: no posterior collapse.", "good", topic,
+                   numbers)

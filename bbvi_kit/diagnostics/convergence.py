@@ -20,7 +20,7 @@ slope says "converging" about a run that stopped improving long ago. Every fit h
 raw series (the per-step ‖g_n‖², the per-measurement U_j; these are the increments of the
 running averages): if ‖∇L(θ_n)‖² ≈ C n^b with b > −1, A(n) ≈ C n^b / (1 + b) decays with the
 same exponent, and the fit reads it without the transient's memory. The slope is
-:func:`bbvi_kit.diagnostics.rates.fit_rate`'s (OLS in log-log over the last ``tail`` of the
+:func:`bbvi_kit.results.rates.fit_rate`'s (OLS in log-log over the last ``tail`` of the
 iterations, an autocorrelation-robust standard error and a Student-t interval).
 
 The rules (:func:`full_gradient_verdict`, :func:`minibatch_verdict`):
@@ -58,7 +58,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from bbvi_kit.diagnostics.full_gradient import interval_multiplier
-from bbvi_kit.diagnostics.rates import RateFit, fit_rate, long_run_variance, verdict
+from bbvi_kit.results.rates import RateFit, fit_rate, long_run_variance, verdict
 from bbvi_kit.errors import InputError
 
 __all__ = [

@@ -17,12 +17,17 @@ import copy
 import math
 from typing import TYPE_CHECKING, Mapping, Sequence
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch.utils.data import Dataset, TensorDataset
 
 from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, DiagnosticOptions, preserved_training_state
+from bbvi_kit.findings import Finding
 from bbvi_kit.registry import register_diagnostic
+from bbvi_kit.results.run import Run
+from bbvi_kit.results.table import Table, last_finite
+from bbvi_kit.results.words import num, short
 
 if TYPE_CHECKING:  # pragma: no cover
     from bbvi_kit.diagnostics.training_state import TrainingState
@@ -244,6 +249,32 @@ class FullGradient(Diagnostic):
 
     def load_state_dict(self, state: dict[str, float], training: "TrainingState") -> None:
         self.average.load_state_dict(state)
+
+    @classmethod
+    def headline(cls, table: Table) -> str | None:
+        return "full_grad_norm_sq" if "full_grad_norm_sq" in table.columns else None
+
+    @classmethod
+    def findings(cls, table: Table, run: Run, label: str = "") -> list[Finding]:
+        """The last full-data ‖∇L‖² as a share of the mini-batch ‖g_k‖² averaged since the
+        measurement before it (the rest is the variance of the mini-batch gradient)."""
+        full = last_finite(table, "full_grad_norm_sq")
+        if full is None or "minibatch_grad_norm_sq" not in run.metrics.columns:
+            return []
+        steps = table.column("step")
+        earlier = steps[np.isfinite(steps) & (steps < full[0])]
+        start = float(earlier.max()) if len(earlier) else 0.0
+        m_steps, m_values = run.metrics.column("step"), run.metrics.column("minibatch_grad_norm_sq")
+        window = (m_steps > start) & (m_steps <= full[0]) & np.isfinite(m_values)
+        if not window.any() or not np.mean(m_values[window]) > 0:
+            return []
+        mini = float(np.mean(m_values[window]))
+        who = f"{label}: " if label else ""
+        return [Finding(
+            f"{who}at n = {num(full[0])} the full-data squared gradient norm {short(full[1])} is "
+            f"{full[1] / mini:.0%} of the mini-batch ‖g_k‖² averaged over n = {num(start + 1)}–{num(full[0])} "
+            f"({short(mini)}): the rest is the variance of the mini-batch gradient.", "info", "diagnostic:full_gradient",
+            {"step": full[0], "full_grad_norm_sq": full[1], "minibatch_grad_norm_sq": mini, "share": full[1] / mini})]
 
 
 def interval_multiplier(num_estimates: int, level: float = 0.95) -> float:

@@ -11,6 +11,11 @@ from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, DiagnosticO
 from bbvi_kit.errors import InputError
 from bbvi_kit.estimators._particles import guess_max_plate_nesting, trace_particles
 from bbvi_kit.estimators._sites import auto_mode
+from bbvi_kit.findings import Finding
+from bbvi_kit.results.panels import SE_BAND
+from bbvi_kit.results.run import Run
+from bbvi_kit.results.table import Table, last_finite
+from bbvi_kit.results.words import num, short
 from bbvi_kit.registry import register_diagnostic
 
 
@@ -95,6 +100,35 @@ class HeldOutIWAE(Diagnostic):
         assert log_sum_exp is not None and log_w_sum is not None
         k_total = self.options.num_samples
         return log_w_sum / k_total, log_sum_exp - math.log(k_total)
+
+    @classmethod
+    def headline(cls, table: Table) -> str | None:
+        return "test_neg_iwae" if "test_neg_iwae" in table.columns else None
+
+    @classmethod
+    def findings(cls, table: Table, run: Run, label: str = "") -> list[Finding]:
+        """The last test −IWAE_K bound (± 2 SE) against the test −ELBO of the same evaluation."""
+        iwae, elbo = last_finite(table, "test_neg_iwae"), last_finite(table, "test_neg_elbo")
+        if iwae is None:
+            return []
+        who = f"{label}: " if label else ""
+        se = last_finite(table, "test_neg_iwae_se")
+        k = last_finite(table, "num_samples")
+        k_text = f" with K = {num(k[1])} samples" if k is not None else ""
+        iw = f"{short(iwae[1])}" + (f" ± {short(SE_BAND * se[1])}" if se is not None else "")
+        text = f"{who}at n = {num(iwae[0])} the test −IWAE bound{k_text} is {iw} nats per example"
+        numbers = {"step": iwae[0], "test_neg_iwae": iwae[1]}
+        if se is not None:
+            text += f" (± {SE_BAND:g} SE)"
+            numbers["test_neg_iwae_se"] = se[1]
+        if k is not None:
+            numbers["num_samples"] = k[1]
+        if elbo is not None and elbo[0] == iwae[0]:
+            ese = last_finite(table, "test_neg_elbo_se")
+            el = f"{short(elbo[1])}" + (f" ± {short(SE_BAND * ese[1])}" if ese is not None else "")
+            text += f" against a test −ELBO of {el}: the IWAE bound is {short(elbo[1] - iwae[1])} nats tighter"
+            numbers.update(test_neg_elbo=elbo[1], gap=elbo[1] - iwae[1])
+        return [Finding(text + ".", "info", "diagnostic:heldout_iwae", numbers)]
 
 
 def _standard_error(values: torch.Tensor) -> float:

@@ -24,8 +24,10 @@ the parameter vector whatever the number of draws.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Annotated, Mapping, Sequence
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch.utils.data import Dataset, TensorDataset, default_collate
@@ -34,8 +36,13 @@ from bbvi_kit.data.base import as_args
 from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, DiagnosticOptions, preserved_training_state
 from bbvi_kit.diagnostics.full_gradient import batch_gradient, group_slices
 from bbvi_kit.errors import InputError
+from bbvi_kit.findings import Finding
 from bbvi_kit.parameters import ParameterGroups
 from bbvi_kit.registry import register_diagnostic
+from bbvi_kit.results.groups import Group
+from bbvi_kit.results.run import Run
+from bbvi_kit.results.table import Table, last_finite
+from bbvi_kit.results.words import num, short
 
 if TYPE_CHECKING:  # pragma: no cover
     from bbvi_kit.diagnostics.training_state import TrainingState
@@ -229,6 +236,25 @@ class GradientNoise(Diagnostic):
         return {**dict(zip(ordered, values)), "batch_size": batch_size,
                 "num_particles": training.objective.num_particles}
 
+    @classmethod
+    def headline(cls, table: Table) -> str | None:
+        return "grad_var_total" if "grad_var_total" in table.columns else None
+
+    @classmethod
+    def findings(cls, table: Table, run: Run, label: str = "") -> list[Finding]:
+        """The shares of the gradient variance from mini-batching and from latent sampling."""
+        batch, latent = last_finite(table, "grad_var_batch"), last_finite(table, "grad_var_latent")
+        if batch is None or latent is None or not batch[1] + latent[1] > 0:
+            return []
+        share = batch[1] / (batch[1] + latent[1])
+        more = ("a larger batch B reduces it more than a larger K" if share > 0.5 else
+                "more latent samples K (or a larger B) reduce most of it")
+        who = f"{label}: " if label else ""
+        return [Finding(
+            f"{who}at n = {num(batch[0])}, mini-batching makes {share:.0%} of the gradient variance and latent "
+            f"sampling {1 - share:.0%}: {more}.", "info", "diagnostic:gradient_noise",
+            {"step": batch[0], "batch_share": share, "latent_share": 1 - share})]
+
 
 # -- signal-to-noise ratio -----------------------------------------------------------------------
 @register_diagnostic("snr")
@@ -329,3 +355,84 @@ class GradientSNR(Diagnostic):
         values = torch.stack(list(columns.values())).tolist()
         return {**dict(zip(columns, values)), "batch_size": batch_size,
                 "num_particles": training.objective.num_particles}
+
+    @classmethod
+    def headline(cls, table: Table) -> str | None:
+        return "snr_phi" if "snr_phi" in table.columns else None
+
+    @classmethod
+    def findings(cls, table: Table, run: Run, label: str = "") -> list[Finding]:
+        """The last SNR(φ) and SNR(θ); a warning when SNR(φ) is below 1."""
+        phi, theta = last_finite(table, "snr_phi"), last_finite(table, "snr_theta")
+        if phi is None:
+            return []
+        who = f"{label}: " if label else ""
+        text = f"{who}at n = {num(phi[0])}, SNR(φ) = {short(phi[1])}"
+        numbers = {"step": phi[0], "snr_phi": phi[1]}
+        if theta is not None:
+            text += f" and SNR(θ) = {short(theta[1])}"
+            numbers["snr_theta"] = theta[1]
+        if phi[1] < 1:
+            return [Finding(text + ": the encoder's gradient is mostly noise (SNR(φ) below 1).", "warning",
+                            "diagnostic:snr", numbers)]
+        return [Finding(text + ".", "info", "diagnostic:snr", numbers)]
+
+    @classmethod
+    def comparison_findings(cls, name: str, groups: Sequence[Group]) -> list[Finding]:
+        """SNR(φ) and SNR(θ) at the end against K, per series of points that differ only in K:
+        the log-log slope of the mean over seeds (Rainforth et al. 2018 predict −1/2 and +1/2)."""
+        return snr_against_k(name, groups)
+
+
+def _snr_series(name: str, groups: Sequence[Group]) -> list[list[tuple[float, Group]]]:
+    """The groups with diagnostic ``name`` in series that differ only in K, each sorted by K."""
+    series: dict[str, list[tuple[float, Group]]] = {}
+    for g in groups:
+        if not any(name in r.diagnostics for r in g.runs):
+            continue
+        k = g.setting("objective.num_particles", 1)
+        rest = {key: v for key, v in g.key.items() if key != "objective.num_particles"}
+        series.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append((float(1 if k is None else k), g))
+    found = []
+    for points in series.values():
+        if len({k for k, _ in points}) >= 2:
+            points.sort(key=lambda kg: kg[0])
+            found.append(points)
+    return found
+
+
+def snr_against_k(name: str, groups: Sequence[Group]) -> list[Finding]:
+    """The findings of :meth:`GradientSNR.comparison_findings` (diagnostic ``name``)."""
+    topic = f"diagnostic:{name}"
+    found: list[Finding] = []
+    for points in _snr_series(name, groups):
+        others = ", ".join(p for key, p in points[0][1].parts.items() if key != "objective.num_particles")
+        where = f" ({others})" if others else ""
+        for column, symbol, predicted in (("snr_phi", "φ", -0.5), ("snr_theta", "θ", 0.5)):
+            ks, means = [], []
+            for k, g in points:
+                finals = [last_finite(r.diagnostics[name], column) for r in g.runs if name in r.diagnostics]
+                values = [f[1] for f in finals if f is not None]
+                if values:
+                    ks.append(k)
+                    means.append(float(np.mean(values)))
+            if len(set(ks)) < 2 or min(means) <= 0:
+                continue
+            slope = float(np.polyfit(np.log(ks), np.log(means), 1)[0])
+            span = f"from {short(means[0])} at K = {num(ks[0])} to {short(means[-1])} at K = {num(ks[-1])}"
+            fit = f"log-log slope {slope:+.2f}; predicted {predicted:+.1f}"
+            numbers = {"slope": slope, "predicted": predicted, "k_first": ks[0], "k_last": ks[-1],
+                       "first": means[0], "last": means[-1]}
+            if column == "snr_phi" and slope < 0:
+                found.append(Finding(
+                    f"SNR(φ) falls with K{where}, {span} ({fit}): raising K alone starves the encoder gradient; "
+                    f"consider a larger batch B, which raises the SNR of both groups as √B, training φ on an "
+                    f"objective of its own (the ELBO or MIWAE for φ and IWAE for θ, as in PIWAE, Rainforth et al. "
+                    f"2018), or the doubly reparameterised gradient for φ (DReG, Tucker et al. 2019), whose SNR "
+                    f"does not fall with K.", "warning", topic, numbers))
+            elif column == "snr_phi":
+                found.append(Finding(f"SNR(φ) does not fall with K{where}, {span} ({fit}).", "info", topic, numbers))
+            else:
+                verb = "rises" if slope > 0 else "does not rise"
+                found.append(Finding(f"SNR(θ) {verb} with K{where}, {span} ({fit}).", "info", topic, numbers))
+    return found

@@ -6,12 +6,17 @@ import weakref
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 from pydantic import Field
 
 from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, DiagnosticOptions
 from bbvi_kit.diagnostics.full_gradient import batch_gradient, group_slices, preserved_training_state
+from bbvi_kit.findings import Finding
 from bbvi_kit.registry import register_diagnostic
+from bbvi_kit.results.run import Run
+from bbvi_kit.results.table import Table, finite
+from bbvi_kit.results.words import short
 
 if TYPE_CHECKING:  # pragma: no cover
     from bbvi_kit.diagnostics.training_state import TrainingState
@@ -147,3 +152,20 @@ class Smoothness(Diagnostic):
         lipschitz = torch.where(total_step > 0, grad_change / total_step, torch.full_like(grad_change, float("nan")))
         values = torch.cat([lipschitz, step]).tolist()  # one transfer from the device
         return {**dict(zip(names, values)), "steps_apart": context.step - previous[1]}
+
+    @classmethod
+    def headline(cls, table: Table) -> str | None:
+        return "lipschitz" if "lipschitz" in table.columns else None
+
+    @classmethod
+    def findings(cls, table: Table, run: Run, label: str = "") -> list[Finding]:
+        """The range of the local Lipschitz estimate along the trajectory."""
+        values = finite(table.column("lipschitz")) if "lipschitz" in table.columns else np.array([])
+        if not len(values):
+            return []
+        who = f"{label}: " if label else ""
+        return [Finding(
+            f"{who}the local Lipschitz estimate L ranges from {short(values.min())} to {short(values.max())} "
+            f"(median {short(np.median(values))}) along the trajectory; the L of the theorems is at least the "
+            f"largest, {short(values.max())}.", "info", "diagnostic:smoothness",
+            {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max())})]
