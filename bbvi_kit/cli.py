@@ -109,7 +109,7 @@ def run(recipe: Path | None, overrides: Sequence[str], out: Path | None, resume_
     """
     from bbvi_kit import distributed
     from bbvi_kit.executors import make_executor
-    from bbvi_kit.runner import resume, run_plan
+    from bbvi_kit.sweep_runner import resume, run_plan
     from bbvi_kit.sweep import load_plan
 
     if from_scratch and (resume_dir is None or distributed.requested()):
@@ -162,7 +162,7 @@ def _run_data_parallel(recipe: Path | None, overrides: Sequence[str], out: Path 
     """One run trained data-parallel by the processes torchrun started (this is one of them);
     rank 0 writes the run directory and prints (:mod:`bbvi_kit.distributed`)."""
     from bbvi_kit import distributed
-    from bbvi_kit.runner import run_plan
+    from bbvi_kit.sweep_runner import run_plan
     from bbvi_kit.sweep import load_plan
 
     if resume_dir is not None or executor is not None:

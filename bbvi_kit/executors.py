@@ -1,8 +1,8 @@
 """Where a sweep's runs execute: a local process pool, or Ray tasks on a cluster.
 
 bbvi-kit schedules nothing itself. A sweep is a list of independent jobs
-(:class:`bbvi_kit.runner.SweepJob`, plain data); an executor hands each to an existing engine and
-yields the results as they finish, and the sweep driver (:func:`bbvi_kit.runner.run_plan`) writes
+(:class:`bbvi_kit.sweep_runner.SweepJob`, plain data); an executor hands each to an existing engine and
+yields the results as they finish, and the sweep driver (:func:`bbvi_kit.sweep_runner.run_plan`) writes
 ``sweep.json``, ``summary.csv`` and the figures exactly as for runs made one after another. Every
 job writes its own run directory under the sweep directory, which all workers must see (one
 machine, or a shared file system on a cluster).
@@ -41,7 +41,7 @@ import torch
 from bbvi_kit import interrupts
 from bbvi_kit.data.base import available_cpus
 from bbvi_kit.errors import InputError
-from bbvi_kit.runner import JobResult, SweepJob, execute_job, failed_job
+from bbvi_kit.sweep_runner import JobResult, SweepJob, execute_job, failed_job
 
 EXECUTORS = ("local", "ray")
 RAY_RETRIES = 3

@@ -7,7 +7,8 @@ running sum of ||g||^2 over the updates made (``minibatch_grad_norm_sq_avg``). T
 ||grad L||^2 + tr Cov(g), and the variance term levels off at a floor set by B and K. The
 full-data ||grad L||^2 is measured by the ``full_gradient`` diagnostic
 (:mod:`bbvi_kit.diagnostics.convergence` says which curve the verdict reads). It also keeps the
-counts of updates made and skipped, and the rows waiting to be written. All of it stays in device tensors: nothing is read back to the host until :meth:`StepLog.flush`,
+counts of updates made and skipped, and the rows waiting to be written. All of it stays in
+device tensors: nothing is read back to the host until :meth:`StepLog.flush`,
 every ``training.flush_every`` steps (and before evaluations, diagnostics and checkpoints), so
 a step costs no host synchronisation.
 

@@ -312,7 +312,7 @@ def _memory_probe(case: Case) -> dict[str, dict[str, float]]:
         make(case, device).run(2, 1)
         gc.collect()
         contender = make(case, device)
-        peaks[key] = peak_memory(lambda: contender.run(max(case.warmup + 2, 4), 1))
+        peaks[key] = peak_memory(lambda c=contender: c.run(max(case.warmup + 2, 4), 1))
         del contender
         gc.collect()
     return peaks

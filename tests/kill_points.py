@@ -42,6 +42,7 @@ import torch._dynamo  # noqa: E402, F401
 import bbvi_kit.plots  # noqa: E402, F401
 import bbvi_kit.report  # noqa: E402, F401
 import bbvi_kit.runner  # noqa: E402, F401
+import bbvi_kit.sweep_runner  # noqa: E402, F401
 import bbvi_kit_plugins.gaussian_vae  # noqa: E402, F401
 from bbvi_kit import cli  # noqa: E402
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="gloo on POSIX")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="gloo on POSIX"), pytest.mark.slow]
 
 PLUGIN = '''\
 import json

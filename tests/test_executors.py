@@ -20,11 +20,11 @@ import yaml
 
 from bbvi_kit.errors import InputError
 from bbvi_kit.executors import LocalExecutor, make_executor
-from bbvi_kit.runner import run_plan
+from bbvi_kit.sweep_runner import run_plan
 from bbvi_kit.sweep import load_plan
 from tests.fault_plugin import FAULT_PLUGIN
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"), pytest.mark.slow]
 
 RECIPE = {
     "name": "pool",

@@ -43,7 +43,8 @@ def test_every_registered_model_trains_from_a_recipe(name: str, tmp_path) -> Non
     assert all(math.isfinite(row["loss"]) and row["minibatch_grad_norm_sq"] > 0 for row in history.metrics)
     assert [row["step"] for row in history.evals] == [3, 6]
     # The recorded groups partition the plugin's parameters.
-    groups = [k[len("minibatch_grad_norm_sq_"):] for k in history.metrics[0] if k.startswith("minibatch_grad_norm_sq_") and k != "minibatch_grad_norm_sq_avg"]
+    groups = [k[len("minibatch_grad_norm_sq_"):] for k in history.metrics[0]
+              if k.startswith("minibatch_grad_norm_sq_") and k != "minibatch_grad_norm_sq_avg"]
     assert groups and set(groups) <= {"phi", "theta"}
 
 

@@ -16,7 +16,7 @@ import yaml
 
 from bbvi_kit.errors import InputError
 from bbvi_kit.recipe import load_recipe
-from bbvi_kit.runner import run_plan
+from bbvi_kit.sweep_runner import run_plan
 from bbvi_kit.sweep import load_plan, point_label
 from flaky_plugin import FLAKY_PLUGIN
 
