@@ -482,6 +482,7 @@ IMAGES_JS = """() => Array.from(document.images).map(img => ({
     shown: img.getBoundingClientRect().width, hidden: img.closest('details:not([open])') !== null}))"""
 
 
+@pytest.mark.slow
 def test_the_reports_show_their_figures_in_a_real_browser(run_page: Page, sweep_page: Page, tmp_path: Path) -> None:
     """Both pages in headless Chromium: every image decoded (complete, naturalWidth > 0) and laid
     out at a readable width (those in closed <details> once opened), nothing requested but the
@@ -538,37 +539,74 @@ def test_a_diagnostic_column_that_is_never_finite_is_reported() -> None:
     assert finding.level == "problem" and "first at step 2" in finding.text
 
 
+# -- findings as objects, and a diagnostic plugin's own findings ----------------------------------
+def test_findings_carry_their_numbers(dirs: dict[str, Path], run_report: dict[str, Any],
+                                      sweep_with_diagnostics: Path) -> None:
+    """The sentences of the page come from Finding objects whose numbers tests (and programs) read
+    without parsing the text."""
+    from bbvi_kit.report.findings import run_findings
+    from bbvi_kit.report.sweep_findings import sweep_findings
+    from bbvi_kit.results import group_runs, load_run, load_sweep
+
+    run = load_run(dirs["run"], [])
+    found = run_findings(run)
+    (collapse,) = [f for f in found if f.topic == "diagnostic:posterior_collapse" and "active_units" in f.numbers]
+    assert collapse.level == "warning" and collapse.numbers["active_units"] == 12
+    assert collapse.numbers["num_units"] == 100 and collapse.numbers["warn_below"] == 0.5
+    (bound,) = [f for f in found if f.topic == "diagnostic:heldout_iwae" and "gap" in f.numbers]
+    last = read_csv(dirs["run"] / "diagnostics" / "heldout_iwae.csv")[-1]
+    assert bound.numbers["test_neg_iwae"] == float(last["test_neg_iwae"])
+    assert bound.numbers["num_samples"] == 10 and bound.numbers["step"] == 30
+    (test,) = [f for f in found if f.topic == "test"]
+    assert test.level == "info" and test.numbers["last_step"] == 30
+    assert [f.text for f in found if f.topic == "rate"] == run_report["page"].sentences("rate")
+
+    failed = [f for f in run_findings(load_run(dirs["failed"], [])) if f.topic == "status"]
+    assert [(f.level, f.numbers) for f in failed] == [("problem", {"step": 10.0})]
+
+    sweep = load_sweep(sweep_with_diagnostics, [])
+    found = sweep_findings(sweep, group_runs([r for r in sweep.runs if len(r.metrics)]))
+    snr = {f.text[:6]: f for f in found if f.topic == "diagnostic:snr" and "slope" in f.numbers}
+    assert snr["SNR(φ)"].level == "warning" and snr["SNR(φ)"].numbers["slope"] == pytest.approx(-0.5)
+    assert snr["SNR(θ)"].level == "info" and snr["SNR(θ)"].numbers["slope"] == pytest.approx(0.5)
+    assert (snr["SNR(φ)"].numbers["k_first"], snr["SNR(φ)"].numbers["k_last"]) == (1, 2)
+    collapsed = [f for f in found if f.topic == "diagnostic:posterior_collapse" and f.level == "warning"]
+    assert [(f.numbers["active_units"], f.numbers["step"]) for f in collapsed] == [(12, 30), (12, 30)]
+    (best,) = [f for f in found if f.topic == "sweep"]
+    assert best.numbers["difference"] > 0
+
+
 def test_a_third_party_diagnostic_brings_its_own_findings(dirs: dict[str, Path], tmp_path: Path) -> None:
-    """A diagnostic plugin registered outside bbvi-kit gets its headline and findings into the
-    report through its own hooks, with no edit to the report."""
-    import shutil
-
-    from bbvi_kit import Diagnostic
+    """A diagnostic plugin registered here, unknown to the report, supplies its headline column and
+    a finding of its own through the Diagnostic hooks; the report finds it by the CSV's name."""
+    from bbvi_kit import Diagnostic, register_diagnostic
     from bbvi_kit.findings import Finding
-    from bbvi_kit.registry import register_diagnostic
+    from bbvi_kit.results import last_finite
 
-    @register_diagnostic("third_party_curvature")
-    class Curvature(Diagnostic):
-        def measure(self, context: Any) -> dict[str, float]:  # pragma: no cover - never trained here
-            return {"curvature": 0.0}
+    name = f"wiggle_{uuid.uuid4().hex[:8]}"
 
-        @classmethod
-        def headline(cls, table: Table) -> str | None:
-            return "curvature"
+    @register_diagnostic(name)
+    class Wiggle(Diagnostic):
+        def measure(self, context: Any) -> dict[str, float]:  # never run here
+            return {}
 
         @classmethod
-        def findings(cls, table: Table, run: Any, label: str = "") -> list[Finding]:
-            last = float(table.column("curvature")[-1])
-            return [Finding(f"the curvature ends at {last:g}, flatter than 1", "good",
-                            "diagnostic:third_party_curvature", {"curvature": last})]
+        def headline(cls, table: Any) -> str | None:
+            return "amplitude"
 
-    run = tmp_path / dirs["run"].name
-    shutil.copytree(dirs["run"], run, ignore=shutil.ignore_patterns("report.html", "plots"))
-    write_diagnostic(run, "third_party_curvature",
-                     [{"step": s, "epoch": 0, "curvature": 2.0 / s, "time": s} for s in (10, 20, 40)])
+        @classmethod
+        def findings(cls, table: Any, run: Any, label: str = "") -> list[Finding]:
+            step, value = last_finite(table, "amplitude")
+            level = "warning" if value > 1 else "good"
+            return [Finding(f"the wiggle is {value:g} at n = {step:g}, for {run.setting('model', 'name')}", level,
+                            "anything", {"amplitude": value})]
+
+    run = shutil.copytree(dirs["run"], tmp_path / "run")
+    write_diagnostic(run, name, [{"step": s, "epoch": 0, "first_column": 1.0, "amplitude": s / 10, "time": s}
+                                 for s in (10, 20, 30)])
     page = Page(build_report(run))
-    ours = [(level, text) for level, topic, text in page.findings if topic == "diagnostic:third_party_curvature"]
-    assert ("good", "The curvature ends at 0.05, flatter than 1.") in ours or \
-        any(level == "good" and "curvature ends at 0.05" in text for level, text in ours), ours
-    assert any(level == "info" and "curvature went from 0.2 at n = 10 to 0.05 at n = 40" in text
-               for level, text in ours), ours  # the headline the plugin chose
+    assert sorted(page.sentences(f"diagnostic:{name}")) == [  # the Findings list: warnings first
+        f"Diagnostic {name}: amplitude went from 1 at n = 10 to 3 at n = 30 (×3).",  # its headline, not first_column
+        "The wiggle is 3 at n = 30, for gaussian_vae"]
+    assert ("warning", f"diagnostic:{name}", "The wiggle is 3 at n = 30, for gaussian_vae") in page.findings
+    assert f'alt="diagnostic {name}"' in page.text

@@ -152,8 +152,10 @@ class Diagnostic(Configurable):
     @classmethod
     def headline(cls, table: "Table") -> str | None:
         """The column of ``diagnostics/<name>.csv`` whose first and last values the report states
-        in one sentence; ``None`` (the default): the first value column."""
-        return None
+        in one sentence: the class's ``headline_column`` when ``table`` has it; ``None`` (the
+        report then takes the first value column) otherwise."""
+        column = getattr(cls, "headline_column", None)
+        return column if column is not None and column in table.columns else None
 
     @classmethod
     def findings(cls, table: "Table", run: "Run", label: str = "") -> list["Finding"]:

@@ -359,9 +359,7 @@ class PosteriorCollapse(Diagnostic):
             )
         return row
 
-    @classmethod
-    def headline(cls, table: Table) -> str | None:
-        return "active_units" if "active_units" in table.columns else None
+    headline_column = "active_units"  # the column whose trend the report states
 
     @classmethod
     def findings(cls, table: Table, run: Run, label: str = "") -> list[Finding]:

@@ -250,9 +250,7 @@ class FullGradient(Diagnostic):
     def load_state_dict(self, state: dict[str, float], training: "TrainingState") -> None:
         self.average.load_state_dict(state)
 
-    @classmethod
-    def headline(cls, table: Table) -> str | None:
-        return "full_grad_norm_sq" if "full_grad_norm_sq" in table.columns else None
+    headline_column = "full_grad_norm_sq"  # the column whose trend the report states
 
     @classmethod
     def findings(cls, table: Table, run: Run, label: str = "") -> list[Finding]:

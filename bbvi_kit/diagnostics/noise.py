@@ -236,9 +236,7 @@ class GradientNoise(Diagnostic):
         return {**dict(zip(ordered, values)), "batch_size": batch_size,
                 "num_particles": training.objective.num_particles}
 
-    @classmethod
-    def headline(cls, table: Table) -> str | None:
-        return "grad_var_total" if "grad_var_total" in table.columns else None
+    headline_column = "grad_var_total"  # the column whose trend the report states
 
     @classmethod
     def findings(cls, table: Table, run: Run, label: str = "") -> list[Finding]:
@@ -356,9 +354,7 @@ class GradientSNR(Diagnostic):
         return {**dict(zip(columns, values)), "batch_size": batch_size,
                 "num_particles": training.objective.num_particles}
 
-    @classmethod
-    def headline(cls, table: Table) -> str | None:
-        return "snr_phi" if "snr_phi" in table.columns else None
+    headline_column = "snr_phi"  # the column whose trend the report states
 
     @classmethod
     def findings(cls, table: Table, run: Run, label: str = "") -> list[Finding]:

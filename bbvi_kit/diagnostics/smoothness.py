@@ -153,9 +153,7 @@ class Smoothness(Diagnostic):
         values = torch.cat([lipschitz, step]).tolist()  # one transfer from the device
         return {**dict(zip(names, values)), "steps_apart": context.step - previous[1]}
 
-    @classmethod
-    def headline(cls, table: Table) -> str | None:
-        return "lipschitz" if "lipschitz" in table.columns else None
+    headline_column = "lipschitz"  # the column whose trend the report states
 
     @classmethod
     def findings(cls, table: Table, run: Run, label: str = "") -> list[Finding]:
