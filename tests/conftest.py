@@ -3,6 +3,7 @@ in-process CLI calls; single-threaded torch for modules that ask for it."""
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Iterator
 
 import pyro
@@ -13,7 +14,38 @@ from bbvi_kit import cli
 from bbvi_kit.data.root import DATA_ENV
 
 
+# The longest tests (a minute or more each on 2 cores), started first under pytest-xdist so that
+# no worker is left running one of them alone at the end. Only the order changes.
+LONGEST_FIRST = (
+    "tests/test_resume.py::test_a_kill_at_every_file_creation_point_leaves_what_resume_finishes",
+    "tests/test_model_plugins.py::test_quickstart_recipe_learns",
+    "tests/test_recipes.py::test_recipe_smoke_runs_every_point_on_generated_data",
+    "tests/test_benchmarks.py::test_the_benchmark_command_writes_its_results",
+    "tests/test_data_parallel.py::",
+)
+
+
+def _xdist_workers() -> int:
+    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker gets its share of the cores for torch's intra-op threads
+    (and the processes it starts, through OMP_NUM_THREADS): two workers with two threads each on
+    two cores spin against each other and run several times slower."""
+    if _xdist_workers():
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, cores // _xdist_workers())
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _xdist_workers():
+        def rank(item: pytest.Item) -> int:
+            return next((i for i, p in enumerate(LONGEST_FIRST) if item.nodeid.startswith(p)), len(LONGEST_FIRST))
+
+        items.sort(key=rank)  # stable: the rest keep their order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")

@@ -64,6 +64,7 @@ def test_the_hand_written_log_weights_are_the_pyro_model_s() -> None:
     assert torch.equal(engine.loss, handwritten.elbo_loss(vae, x).detach())
 
 
+@pytest.mark.slow
 def test_the_benchmark_command_writes_its_results(tmp_path: Path) -> None:
     """``python -m benchmarks --smoke`` runs every group on tiny sizes and writes the report."""
     import subprocess

@@ -86,6 +86,7 @@ def assert_png(path: Path) -> None:
 # help and validate
 
 
+@pytest.mark.slow
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = bbvi_subprocess(["--help"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -173,6 +174,7 @@ def test_bad_input_is_one_line_and_exit_code_2(
     assert not out_root.exists() or not any(out_root.rglob("*")), "a bad recipe must not leave a run directory"
 
 
+@pytest.mark.slow
 def test_bad_input_in_a_fresh_process(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("model: {name: gaussian_vae, hidden_sizes: [3]}\n")
@@ -182,6 +184,7 @@ def test_bad_input_in_a_fresh_process(tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [f"error: {path}: model.hidden_sizes: unknown key"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["--debug", "BBVI_KIT_DEBUG=1"])
 def test_debug_adds_the_traceback(tmp_path: Path, how: str) -> None:
     path = tmp_path / "bad.yaml"
@@ -404,6 +407,7 @@ def _only_run_dir(out_root: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_non_finite_gradient_fails_the_run_and_keeps_earlier_rows(tmp_path: Path) -> None:
     recipe = _failing_recipe(tmp_path, NAN_GRADIENT_SRC, "nan_gradient_vae")
     result = bbvi_subprocess(["run", recipe, "--out", tmp_path / "runs"], cwd=tmp_path)

@@ -88,6 +88,7 @@ def test_logreg_example_is_reproducible(logreg):
     assert a["test_accuracy"] == b["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_logreg_example_script_writes_run_directory(tmp_path):
     out = tmp_path / "runs"
     proc = subprocess.run(

@@ -24,7 +24,9 @@ from bbvi_kit.sweep_runner import run_plan
 from bbvi_kit.sweep import load_plan
 from tests.fault_plugin import FAULT_PLUGIN
 
-pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"), pytest.mark.slow]
+# One xdist worker runs them all (--dist loadgroup): one Ray instance and one local reference sweep.
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"), pytest.mark.slow,
+              pytest.mark.xdist_group("executors")]
 
 RECIPE = {
     "name": "pool",

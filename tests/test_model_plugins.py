@@ -119,6 +119,7 @@ def test_linear_vae_is_the_standard_form() -> None:
     torch.testing.assert_close(p.scale, torch.full_like(p.loc, 0.7))
 
 
+@pytest.mark.slow
 def test_quickstart_recipe_learns(tmp_path) -> None:
     """The README's main job, as written (only the progress bar off): the test loss falls a lot."""
     recipe = load_recipe("recipes/quickstart.yaml", ["training.progress=false"])

@@ -116,6 +116,7 @@ def smoke_overrides(recipe: Path, data_root: Path) -> list[str]:
     return overrides
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", PAPER, ids=[r.stem for r in PAPER])
 def test_recipe_smoke_runs_every_point_on_generated_data(
     recipe: Path, data_root: Path, tmp_path: Path, cli_run: Callable

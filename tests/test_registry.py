@@ -225,6 +225,7 @@ def installed_plugin(tmp_path: Path) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_entry_point_plugin_is_listed_without_import_and_trains(tmp_path: Path, installed_plugin: Path) -> None:
     marker = tmp_path / "imports.log"
     env = {"PYTHONPATH": str(installed_plugin), "MY_BBVI_PLUGIN_MARKER": str(marker)}
@@ -245,6 +246,7 @@ def test_entry_point_plugin_is_listed_without_import_and_trains(tmp_path: Path, 
     assert resolved["model"]["hidden"] == [8] and resolved["model"]["likelihood"] == "gaussian"
 
 
+@pytest.mark.slow
 def test_disable_entry_points_env_hides_third_party_plugins_only(tmp_path: Path, installed_plugin: Path) -> None:
     env = {"PYTHONPATH": str(installed_plugin), "BBVI_KIT_DISABLE_ENTRY_POINTS": "1"}
     listing = bbvi_subprocess(["plugins"], cwd=tmp_path, env=env)
@@ -254,6 +256,7 @@ def test_disable_entry_points_env_hides_third_party_plugins_only(tmp_path: Path,
         assert listed_source(listing.stdout, "model", builtin) == "entry point bbvi_kit.models (bbvi-kit)"
 
 
+@pytest.mark.slow
 def test_no_entry_points_flag_hides_third_party_plugins_and_never_imports_them(
     tmp_path: Path, installed_plugin: Path
 ) -> None:

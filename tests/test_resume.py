@@ -10,13 +10,13 @@ import csv
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -24,6 +24,7 @@ import yaml
 
 from bbvi_kit.checkpoint import Checkpoints
 from tests.fault_plugin import FAULT_PLUGIN, NAN_DATA_PLUGIN
+from tests.fork_server import ForkedProcess, ForkServer
 
 pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and resource limits"), pytest.mark.slow]
 
@@ -56,13 +57,41 @@ def env(**extra: str) -> dict[str, str]:
     return out
 
 
-def start(args: list[str], cwd: Path, preexec=None, **extra: str) -> subprocess.Popen:  # noqa: ANN001
+def fresh_start(args: list[str], cwd: Path, **extra: str) -> subprocess.Popen:
+    """``python -m bbvi_kit ARGS`` in a fresh interpreter (start-up included)."""
     return subprocess.Popen([sys.executable, "-m", "bbvi_kit", *args], cwd=cwd, env=env(**extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def bbvi(args: list[str], cwd: Path, preexec=None, **extra: str) -> subprocess.CompletedProcess:  # noqa: ANN001
-    proc = start(args, cwd, preexec, **extra)
+def fresh_bbvi(args: list[str], cwd: Path, **extra: str) -> subprocess.CompletedProcess:
+    proc = fresh_start(args, cwd, **extra)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+_server: list[ForkServer] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fork_server() -> Iterator[None]:
+    """Most processes here are children forked from one that imported bbvi-kit once
+    (tests/fork_server.py): the same ``cli.main`` in a real process of its own, which a test kills
+    or signals, without the few seconds of imports. The reference run is a fresh interpreter, so
+    every comparison with it also checks that a forked child computes what a fresh one does."""
+    server = ForkServer(env())
+    _server.append(server)
+    yield
+    _server.remove(server)
+    server.close()
+
+
+def start(args: list[str], cwd: Path, fsize: int | None = None, **extra: str) -> ForkedProcess:
+    """``bbvi-kit ARGS`` in a forked child; ``fsize``: its file-size limit (RLIMIT_FSIZE) in bytes."""
+    return _server[0].start(args, cwd, env(**extra), fsize)
+
+
+def bbvi(args: list[str], cwd: Path, fsize: int | None = None, **extra: str) -> subprocess.CompletedProcess:
+    proc = start(args, cwd, fsize, **extra)
     out, err = proc.communicate(timeout=300)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
@@ -127,7 +156,7 @@ def assert_same(a: dict[str, object], b: dict[str, object]) -> None:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """The run that is never interrupted."""
     root = workdir(tmp_path_factory.mktemp("reference"))
-    done = bbvi(["run", "recipe.yaml"], root)
+    done = fresh_bbvi(["run", "recipe.yaml"], root)
     assert done.returncode == 0, done.stderr
     run = only_run_dir(root)
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
@@ -211,14 +240,6 @@ def test_killed_twice_resumes_twice(tmp_path: Path, reference: dict[str, object]
     assert [r["from_step"] for r in info["resumed"]] == [5, 15]
 
 
-def _file_size_limit(limit: int):  # noqa: ANN202
-    def apply() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
-
-    return apply
-
-
 def test_full_disk_while_writing_metrics_keeps_whole_rows_and_resumes(
     tmp_path: Path, reference: dict[str, object]
 ) -> None:
@@ -244,7 +265,7 @@ def test_no_space_while_a_run_is_set_up_is_one_line_naming_the_file(tmp_path: Pa
     """A file-size limit of 300 bytes (as a nearly full disk) makes the first set-up write, the
     run's recipe.yaml, fail: one line naming that file, exit 1, and no partial file left."""
     root = workdir(tmp_path)
-    stopped = bbvi(["run", "recipe.yaml"], root, preexec=_file_size_limit(300))
+    stopped = bbvi(["run", "recipe.yaml"], root, fsize=300)
     assert stopped.returncode == 1, stopped.stderr
     run = only_run_dir(root)
     assert stopped.stderr == f"error: {run.relative_to(root)}/recipe.yaml: File too large\n"
@@ -256,7 +277,7 @@ def test_out_of_space_for_a_checkpoint_says_so_and_leaves_no_partial_file(tmp_pa
     recipe = yaml.safe_load((root / "recipe.yaml").read_text())
     recipe["model"]["hidden"] = [256]  # a checkpoint of ~400 kB, over the limit; the CSVs stay under it
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    failed = bbvi(["run", "recipe.yaml"], root, preexec=_file_size_limit(100_000))
+    failed = bbvi(["run", "recipe.yaml"], root, fsize=100_000)
     assert failed.returncode == 1
     err = failed.stderr.strip()
     assert err.count("\n") == 0
@@ -372,7 +393,7 @@ def test_sigterm_at_a_random_moment_then_resume_is_the_uninterrupted_run(
 ) -> None:
     root = workdir(tmp_path)
     target = random.Random(3).randint(3, STEPS - 5)
-    proc = start(["run", "recipe.yaml"], root, BBVI_TEST_STEP_DELAY="0.02")
+    proc = fresh_start(["run", "recipe.yaml"], root, BBVI_TEST_STEP_DELAY="0.02")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         runs = list((root / "runs" / "faulty").glob("*/metrics.csv")) if (root / "runs").exists() else []
@@ -391,7 +412,7 @@ def test_sigterm_at_a_random_moment_then_resume_is_the_uninterrupted_run(
 @pytest.mark.parametrize(("name", "code"), [("TERM", 143), ("INT", 130)])
 def test_a_signal_during_start_up_gives_one_line(tmp_path: Path, name: str, code: int) -> None:
     root = workdir(tmp_path)
-    stopped = bbvi(["run", "recipe.yaml"], root, BBVI_TEST_SIGNAL_ON_LOAD=name)
+    stopped = fresh_bbvi(["run", "recipe.yaml"], root, BBVI_TEST_SIGNAL_ON_LOAD=name)
     assert stopped.returncode == code
     lines = [line for line in stopped.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted") and "Traceback" not in stopped.stderr, lines
@@ -478,23 +499,34 @@ def test_lost_checkpoints_with_rows_past_the_first_one_are_refused(tmp_path: Pat
     assert_same(outputs(run), reference)  # the run, from step 0, is the uninterrupted one
 
 
+def two_point_sweep(root: Path) -> Path:
+    """A folder holding the recipe of a one-epoch sweep over two points."""
+    root.mkdir()
+    recipe = json.loads(json.dumps(RECIPE))
+    recipe["training"].update(epochs=1)
+    recipe["sweep"] = {"objective.num_particles": [1, 2]}
+    (root / "fault_plugin.py").write_text(FAULT_PLUGIN)
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_point_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sweep of :func:`two_point_sweep`, never interrupted (only read by the tests)."""
+    root = two_point_sweep(tmp_path_factory.mktemp("sweep-reference") / "reference")
+    assert bbvi(["run", "recipe.yaml"], root).returncode == 0
+    (sweep,) = (root / "runs" / "faulty").iterdir()
+    return sweep
+
+
 @pytest.mark.parametrize("left", ["folder", "plots", "recipe", "run_json"])
-def test_a_run_folder_killed_while_being_made_is_started_by_the_sweep_resume(tmp_path: Path, left: str) -> None:
+def test_a_run_folder_killed_while_being_made_is_started_by_the_sweep_resume(
+    tmp_path: Path, two_point_reference: Path, left: str
+) -> None:
     """What a kill during a sweep run's set-up can leave (its folder; then plots/; then
     recipe.yaml; then run.json saying running, before any row): --resume starts that run in its
     folder and the sweep completes, with the values of a sweep never interrupted."""
-    def sweep_root(name: str) -> Path:
-        (tmp_path / name).mkdir()
-        recipe = json.loads(json.dumps(RECIPE))
-        recipe["training"].update(epochs=1)
-        recipe["sweep"] = {"objective.num_particles": [1, 2]}
-        (tmp_path / name / "fault_plugin.py").write_text(FAULT_PLUGIN)
-        (tmp_path / name / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-        return tmp_path / name
-
-    reference = sweep_root("reference")
-    assert bbvi(["run", "recipe.yaml"], reference).returncode == 0
-    root = sweep_root("killed")
+    root = two_point_sweep(tmp_path / "killed")
     assert bbvi(["run", "recipe.yaml"], root).returncode == 0
     (sweep,) = (root / "runs" / "faulty").iterdir()
     (run,) = sweep.glob("p01-*")
@@ -514,9 +546,8 @@ def test_a_run_folder_killed_while_being_made_is_started_by_the_sweep_resume(tmp
     (sweep / "sweep.json").write_text(json.dumps(status))
     done = bbvi(["run", "--resume", str(sweep)], root)
     assert done.returncode == 0, done.stderr
-    (ref_sweep,) = (reference / "runs" / "faulty").iterdir()
     for name in ("metrics.csv", "eval.csv"):
-        assert rows(run / name) == rows(ref_sweep / run.name / name)
+        assert rows(run / name) == rows(two_point_reference / run.name / name)
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
 
 
@@ -526,7 +557,7 @@ figures) and those of each run's set-up (its folder, plots/, recipe.yaml, every 
 the points inside a run after that are the single run's, killed one by one in the "run" case."""
 
 
-@pytest.mark.parametrize("kind", ["run", pytest.param("sweep", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("kind", ["run", "sweep"])
 def test_a_kill_at_every_file_creation_point_leaves_what_resume_finishes(tmp_path: Path, kind: str) -> None:
     """tests/kill_points.py lists every mkdir, file creation and rename under the output root
     of a run (or of a two-point sweep), then kills a run at each of them in turn and resumes what
@@ -564,22 +595,30 @@ def test_a_kill_at_every_file_creation_point_leaves_what_resume_finishes(tmp_pat
 
 def test_a_sweep_resume_waits_for_a_run_another_process_is_finishing(tmp_path: Path) -> None:
     """A run of the sweep is being written by another process (here: its lock, held by this test
-    for a few seconds, as a separate --resume of it or a stopping worker would hold it): the
-    sweep's --resume waits for it, says so in one warning line, and then finishes the sweep
-    instead of recording that run as failed."""
-    import threading
-
+    as a separate --resume of it or a stopping worker would hold it): the sweep's --resume says
+    so in one warning line and waits for it (it is still running when the test sees the line,
+    however slow the machine), and once the lock is released it finishes the sweep instead of
+    recording that run as failed."""
     from bbvi_kit.runs import DirectoryLock
 
     root = workdir(tmp_path, epochs=1, seeds=[0, 1], checkpoint_every=3)
     assert bbvi(["run", "recipe.yaml"], root, BBVI_TEST_KILL_AT_STEP="4").returncode == -signal.SIGKILL
     (sweep,) = (root / "runs" / "faulty").iterdir()
     first = sweep / json.loads((sweep / "sweep.json").read_text())["runs"][0]["dir"]  # killed at its step 4
+    warning = f"warning: {first} is being written by another bbvi-kit process; waiting for it to end"
     lock = DirectoryLock(first).acquire()
-    threading.Timer(4.0, lock.release).start()
-    done = bbvi(["run", "--resume", str(sweep)], root)
-    assert done.returncode == 0, done.stderr
-    assert f"warning: {first} is being written by another bbvi-kit process; waiting for it to end" in done.stderr
+    try:
+        proc = start(["run", "--resume", str(sweep)], root)
+        deadline = time.monotonic() + 120
+        while warning not in proc.stderr_so_far() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)  # still waiting a moment later, not only at the moment it said so
+        assert proc.poll() is None, f"the resume did not wait for the held run: {proc.stderr_so_far()}"
+    finally:
+        lock.release()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert warning in err
     summary = list(csv.DictReader((sweep / "summary.csv").read_text().splitlines()))
     assert [r["status"] for r in summary] == ["completed"] * 2
 
