@@ -212,8 +212,7 @@ class Trainer:
         """Restore a checkpoint's :meth:`state_dict` before :meth:`fit` resumes from it (``fit``
         calls this itself when it was not done); passes over the training batches (in data order)
         create the parameters. A state that does not fit this model is an :class:`InputError`."""
-        batches = (as_args(b) for b in batch_loader(train_data, self.training.batch_size, shuffle=False))
-        self.load_state_dict(state, batches)
+        self.load_state_dict(state, train_loop.batches_in_data_order(train_data, self.training.batch_size))
 
     def load_state_dict(self, state: Mapping[str, Any], batches: Iterable[tuple]) -> None:
         """Restore :meth:`state_dict`: the step's state from passes over ``batches``

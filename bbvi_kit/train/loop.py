@@ -18,7 +18,7 @@ run would have: same batches, same random draws, same rows.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pyro
 import torch
@@ -78,8 +78,7 @@ def fit(
             if restore is not None:
                 restore(resume)
             else:
-                batches = (as_args(b) for b in batch_loader(train_data, options.batch_size, shuffle=False))
-                bbvi.load_state_dict(resume, batches)
+                bbvi.load_state_dict(resume, batches_in_data_order(train_data, options.batch_size))
         rng_state.restore(resume["rng"])  # after the modules moved to the device (above)
         position = resume["loop"]
         loop.epoch, loop.batch_index = int(position["epoch"]), int(position["batch_index"])
@@ -131,6 +130,12 @@ def fit(
         for callback in loop.callbacks:
             callback.close(loop)
     return loop
+
+
+def batches_in_data_order(train_data: Dataset, batch_size: int) -> Iterator[tuple]:
+    """The training batches unshuffled, as model arguments: what a resume's passes rebuild the
+    parameters from (:meth:`BBVI.load_state_dict`)."""
+    return (as_args(b) for b in batch_loader(train_data, batch_size, shuffle=False))
 
 
 def _stop_for_signal(loop: LoopState, signum: int) -> None:
