@@ -100,8 +100,11 @@ def changed_keys(before: str, after: str) -> list[str]:
             return out
         return {prefix[:-1]: node}
 
+    def spelled(value: Any) -> str:  # 1, 1.0 and true differ here (in Python 1 == 1.0 == True)
+        return json.dumps(value, sort_keys=True, default=repr)
+
     a, b = flat(old), flat(new)
-    return sorted(k for k in a.keys() | b.keys() if a.get(k, object()) != b.get(k, object()))
+    return sorted(k for k in a.keys() | b.keys() if k not in a or k not in b or spelled(a[k]) != spelled(b[k]))
 
 
 def begun(folder: Path) -> bool:

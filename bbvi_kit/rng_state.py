@@ -45,5 +45,5 @@ def restore(state: dict[str, Any]) -> None:
         np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
         py = state["python"]
         random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError, OverflowError) as exc:
         raise InputError(f"the checkpoint's random number generator states are malformed ({exc})") from None

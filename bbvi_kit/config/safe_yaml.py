@@ -119,6 +119,8 @@ def _compose_fast(text: str) -> tuple[yaml.BaseLoader, yaml.Node | None] | None:
                     return None
             elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
                 depth -= 1
+            elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)) and depth + 1 > MAX_DEPTH:
+                return None  # a scalar is a level of its own, as the composer counts
         loader = _FastRecipeLoader(text)
         try:
             return loader, loader.get_single_node()
