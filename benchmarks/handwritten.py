@@ -8,7 +8,7 @@ It uses the plugin's own networks (``encode`` / ``decode``) and computes, with t
 
 then the same surrogate losses the engine builds. The random draws are made in the order and
 with the calls Pyro's distributions make, so for one seed the values are bit-identical to
-``bbvi_kit.BBVILoss`` on the plugin's Pyro model and guide (``tests/test_benchmarks.py``
+``bbvi_kit.BBVILoss`` on the plugin's Pyro model and guide (``tests/integration/test_benchmarks.py``
 checks it): the benchmark times the same computation two ways, not two different estimators.
 """
 

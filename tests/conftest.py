@@ -1,4 +1,7 @@
-"""Shared test set-up: GPU tests skip without CUDA; Pyro's global param store starts empty;
+"""Shared test set-up (the tree: ``unit/`` mirrors ``bbvi_kit/`` and ``plugins/``, one file per
+module; ``integration/`` starts other processes: subprocesses, Ray, torchrun, a browser, and is
+marked ``slow``; ``project/`` checks the repository as shipped; ``support/`` is what they share).
+GPU tests skip without CUDA; Pyro's global param store starts empty;
 in-process CLI calls; single-threaded torch for modules that ask for it."""
 
 from __future__ import annotations
@@ -12,16 +15,19 @@ import torch
 
 from bbvi_kit import cli
 from bbvi_kit.data.root import DATA_ENV
+from tests.support.cli import call_cli
+
+pytest_plugins = ["tests.support.report_pages"]  # the report pages' fixtures, for unit and integration tests
 
 
 # The longest tests (a minute or more each on 2 cores), started first under pytest-xdist so that
 # no worker is left running one of them alone at the end. Only the order changes.
 LONGEST_FIRST = (
-    "tests/test_resume.py::test_a_kill_at_every_file_creation_point_leaves_what_resume_finishes",
-    "tests/test_model_plugins.py::test_quickstart_recipe_learns",
-    "tests/test_recipes.py::test_recipe_smoke_runs_every_point_on_generated_data",
-    "tests/test_benchmarks.py::test_the_benchmark_command_writes_its_results",
-    "tests/test_data_parallel.py::",
+    "tests/integration/test_resume.py::test_a_kill_at_every_file_creation_point_leaves_what_resume_finishes",
+    "tests/unit/plugins/test_model_plugins.py::test_quickstart_recipe_learns",
+    "tests/integration/test_recipes.py::test_recipe_smoke_runs_every_point_on_generated_data",
+    "tests/integration/test_benchmarks.py::test_the_benchmark_command_writes_its_results",
+    "tests/integration/test_data_parallel.py::",
 )
 
 
@@ -50,7 +56,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="needs CUDA")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
 
 
@@ -67,15 +73,6 @@ def _data_root_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(DATA_ENV, str(tmp_path_factory.mktemp("bbvi_kit_data")))
         yield
-
-
-def call_cli(args: list[object]) -> int:
-    """Run ``bbvi_kit.cli.main`` in-process; returns the exit code it would give the shell."""
-    try:
-        cli.main([str(a) for a in args])
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
 
 
 @pytest.fixture

@@ -179,7 +179,7 @@ class FullGradient(Diagnostic):
       trajectory.
 
     The level of the standard error (measured over 600 repetitions on the closed-form model of
-    ``tests/test_full_gradient.py``, away from a stationary point, where misses are most often
+    ``tests/unit/diagnostics/test_full_gradient.py``, away from a stationary point, where misses are most often
     below): U ± 2 SE covers the exact value in about 85% of measurements at M = 4 and 91% at
     M = 8; U ± t SE with t the 97.5% quantile of Student's t with M - 1 degrees of freedom
     (:func:`interval_multiplier`: 3.18 at M = 4, 2.36 at M = 8) covers it in about 94-95%. At a

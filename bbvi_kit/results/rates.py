@@ -55,7 +55,7 @@ slope in 91-97% of repetitions (the naive one in 33% at ρ = 0.9). Fitted throug
 average, recorded every iteration or every 10th, it covers the slope of the noise-free running
 average in 82-97% (below 90% only for 500-iteration runs with ρ = 0.9 or with 50 recorded rows),
 with se / sd(b̂) between 0.8 and 1.2; the naive interval covers in 1-20%.
-``tests/test_collapse_and_rates.py`` repeats this with 100 repetitions per case.
+``tests/unit/diagnostics/test_collapse.py`` repeats this with 100 repetitions per case.
 
 The theory's slope. Over a finite window log n / √n is not a power law: its local slope is
 d log(log n / √n) / d log n = 1/log n − 1/2 (−0.36 at n = 1000, −0.41 at n = 10^5). The slope to
