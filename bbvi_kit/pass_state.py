@@ -10,18 +10,17 @@ puts it back afterwards.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:  # pragma: no cover
-    from bbvi_kit.engine import Trainer
-
 
 class PassState:
-    """The estimator's state and every module buffer of ``trainer``, as they are now."""
+    """The estimator's state and every module buffer of ``trainer`` (anything with ``loss`` and
+    ``modules``: a :class:`bbvi_kit.infer.BBVI` step, a diagnostic's
+    :class:`bbvi_kit.diagnostics.TrainingState`), as they are now."""
 
-    def __init__(self, trainer: "Trainer") -> None:
+    def __init__(self, trainer: Any) -> None:
         self._estimator = trainer.loss.estimator
         self.estimator_state: dict[str, Any] = copy.deepcopy(self._estimator.state_dict())
         self._buffers = [(b, b.detach().clone()) for m in trainer.modules for b in m.buffers()]

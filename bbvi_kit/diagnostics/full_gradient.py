@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence, cast
 
 import numpy as np
 import torch
@@ -211,6 +211,8 @@ class FullGradient(Diagnostic):
             4, ge=3, le=64, description="M independent full-data gradient estimates (>= 3 for the jackknife)"
         )
 
+    options: Options
+
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options
         training = context.training
@@ -227,7 +229,7 @@ class FullGradient(Diagnostic):
                 estimates.append(total)
         values: dict[str, torch.Tensor] = {}
         grams = {name: gram_matrix([g[part] for g in estimates]) for name, part in slices.items()}
-        u, se, biased = u_statistic(sum(grams.values()))
+        u, se, biased = u_statistic(cast(torch.Tensor, sum(grams.values())))  # of tensors: never the empty sum's 0
         values.update(full_grad_norm_sq=u, full_grad_norm_sq_se=se, full_grad_norm_sq_biased=biased)
         for name, gram in grams.items():
             u_g, se_g, _ = u_statistic(gram)

@@ -192,6 +192,8 @@ class GradientNoise(Diagnostic):
             True, description="draw each batch's examples with replacement; false: B distinct examples"
         )
 
+    options: Options
+
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options
         training = context.training
@@ -221,11 +223,12 @@ class GradientNoise(Diagnostic):
         for name in groups:
             latent = within_sum[name] / R
             between = outer[name].variance()
-            assert outer[name].mean is not None
+            mean = outer[name].mean
+            assert mean is not None
             columns[f"grad_var_total_{name}"] = between - latent / S + latent
             columns[f"grad_var_batch_{name}"] = between - latent / S
             columns[f"grad_var_latent_{name}"] = latent
-            columns[f"grad_mean_norm_sq_{name}"] = outer[name].mean.square().sum() - between / R
+            columns[f"grad_mean_norm_sq_{name}"] = mean.square().sum() - between / R
         names = list(groups)
         totals = {
             key: torch.stack([columns[f"{key}_{name}"] for name in names]).sum()
@@ -310,6 +313,8 @@ class GradientSNR(Diagnostic):
             None, min_length=1, max_length=32,
             description="also measure at these K, on the same parameters and batch (columns *_K<k>)",
         )
+
+    options: Options
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         start = torch.get_rng_state()  # the batch indices come from the CPU stream
