@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING, Mapping, Sequence, cast
+from typing import TYPE_CHECKING, Mapping, Sequence, Sized, cast
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ def fixed_subset(dataset: Dataset, max_examples: int | None, seed: int = SUBSET_
     """``dataset`` itself, or ``max_examples`` of its examples drawn without replacement with a
     fixed ``seed`` (the same subset at every measurement and in every run, so the measured
     objective does not change along the trajectory)."""
-    n = len(dataset)  # type: ignore[arg-type]
+    n = len(cast(Sized, dataset))
     if max_examples is None or max_examples >= n:
         return dataset
     indices = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_examples].sort().values
@@ -218,7 +218,7 @@ class FullGradient(Diagnostic):
         training = context.training
         params, slices = group_slices(training.groups)
         data = fixed_subset(context.train, o.max_examples)
-        n = len(data)  # type: ignore[arg-type]
+        n = len(cast(Sized, data))
         batch_size = o.batch_size or training.batch_size
         estimates = []
         with preserved_training_state(training) as state:

@@ -25,7 +25,7 @@ the parameter vector whatever the number of draws.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Mapping, Sequence, Sized, cast
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ def sample_batch(dataset: Dataset, batch_size: int, *, replacement: bool, device
     ``device``: independently (with replacement) or as a random subset of distinct examples (as
     the training loop's shuffled batches are). Indices come from the global torch stream (the
     engine runs diagnostics in a forked, seeded one)."""
-    n = len(dataset)  # type: ignore[arg-type]
+    n = len(cast(Sized, dataset))
     if n == 0:
         raise InputError("the training set is empty")
     if replacement:
@@ -127,7 +127,7 @@ class RunningMoments:
 def _batch_size(context: DiagnosticContext, option: int | None) -> int:
     if option is not None:
         return option
-    return min(context.training.batch_size, len(context.train))  # type: ignore[arg-type]
+    return min(context.training.batch_size, len(cast(Sized, context.train)))
 
 
 # -- gradient noise ------------------------------------------------------------------------------
