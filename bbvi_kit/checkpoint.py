@@ -32,7 +32,7 @@ import re
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 
@@ -162,7 +162,8 @@ class Checkpoints:
         try:
             with atomic_file(final) as fh:
                 writer = _HashingWriter(fh)
-                torch.save({"format": FORMAT_VERSION, "step": step, **state}, writer)
+                # torch.save only calls write (and flush) on the file object it is given
+                torch.save({"format": FORMAT_VERSION, "step": step, **state}, cast(IO[bytes], writer))
             _fsync_dir(self.path)
             record = CheckpointRecord(file=name, step=step, size=writer.size, sha256=writer.digest.hexdigest())
             kept = [r for r in self.records() if r.file != name] + [record]

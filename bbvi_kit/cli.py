@@ -14,7 +14,7 @@ import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import click
 
@@ -23,6 +23,11 @@ from bbvi_kit import interrupts
 from bbvi_kit.diagnostics import PosteriorCollapseWarning
 from bbvi_kit.errors import BBVIError
 from bbvi_kit.registry import REGISTRIES
+
+if TYPE_CHECKING:
+    from bbvi_kit.sweep import PlannedRun
+    from bbvi_kit.sweep_runner import PlanResult
+    from bbvi_kit.train.history import History
 
 _state = {"debug": False}  # set anew by every main() call
 
@@ -130,9 +135,9 @@ def run(recipe: Path | None, overrides: Sequence[str], out: Path | None, resume_
         if pool is not None:
             raise click.UsageError("--executor is for sweep directories; a single run resumes here")
         result = resume(resume_dir, from_scratch=from_scratch, warn=_warn)
-        start = f"step {result.resumed_from}" if result.resumed_from is not None else (
+        origin = f"step {result.resumed_from}" if result.resumed_from is not None else (
             "the beginning (--from-scratch)" if from_scratch else "the beginning (no checkpoint)")
-        click.echo(f"resumed from {start}", err=True)
+        click.echo(f"resumed from {origin}", err=True)
         assert result.history is not None
         _run_done(result.history)
         return
@@ -185,7 +190,7 @@ def _run_data_parallel(recipe: Path | None, overrides: Sequence[str], out: Path 
         _run_done(history)
 
 
-def _run_done(history) -> None:  # type: ignore[no-untyped-def]
+def _run_done(history: History) -> None:
     last = history.metrics[-1] if history.metrics else {}
     test = history.evals[-1]["test_loss"] if history.evals else float("nan")
     click.echo(
@@ -198,11 +203,11 @@ def _run_done(history) -> None:  # type: ignore[no-untyped-def]
         _warn(history.warning)
 
 
-def _sweep_progress(total: int | None):  # type: ignore[no-untyped-def]
+def _sweep_progress(total: int | None) -> Callable[[PlannedRun, dict[str, Any]], None]:
     """``on_run_done`` printing one line per finished run (``total`` None: not known yet)."""
     done = {"n": 0}
 
-    def report(planned, row) -> None:  # type: ignore[no-untyped-def]
+    def report(planned: PlannedRun, row: dict[str, Any]) -> None:
         done["n"] += 1
         if row["status"] == "completed":
             what = f"test loss {row.get('final_test_loss', float('nan')):.4f}"
@@ -216,7 +221,7 @@ def _sweep_progress(total: int | None):  # type: ignore[no-untyped-def]
     return report
 
 
-def _sweep_done(result, total: int) -> None:  # type: ignore[no-untyped-def]
+def _sweep_done(result: PlanResult, total: int) -> None:
     if result.skipped or result.resumed:
         click.echo(f"kept {result.skipped} completed runs, resumed {result.resumed}", err=True)
     click.echo(f"done: {total - result.failed} of {total} runs completed")

@@ -17,7 +17,7 @@ not synchronise with the host except for the finiteness check.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, Sized, cast
 
 import torch
 from torch import nn
@@ -277,7 +277,7 @@ class Trainer:
         train_loop.fit(
             self.bbvi, train_data, opts, parts, resume=resume,
             restore=lambda state: self.restore(state, train_data),
-            step=distributed.data_parallel_step(self.bbvi, len(train_data), opts.batch_size) if parallel else None,
+            step=distributed.data_parallel_step(self.bbvi, len(cast(Sized, train_data)), opts.batch_size) if parallel else None,
             seed_offset=parallel.rank * distributed.RANK_SEED_STRIDE if parallel else 0,
             shard=(parallel.rank, parallel.world) if parallel else None,
         )

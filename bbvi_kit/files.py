@@ -59,7 +59,8 @@ def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     or ``"w"`` (UTF-8 text)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+        text_options: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8"}
+        with open(tmp, mode, **text_options) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -42,6 +42,9 @@ class Interrupted(KeyboardInterrupt):
     A :class:`KeyboardInterrupt`, so code that treats Ctrl-C as an interruption treats SIGTERM
     the same way."""
 
+    resume_dir: str
+    """Where to resume the stopped run or sweep from: set by the runner it stopped, unset before."""
+
     def __init__(self, signum: int, message: str | None = None) -> None:
         super().__init__(message or f"interrupted by {signal_name(signum)}")
         self.signum = signum

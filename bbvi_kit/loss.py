@@ -56,7 +56,7 @@ class BBVILoss:
         """The particles of one pass (checked on the first call; see the class docstring)."""
         if self.max_plate_nesting is None:
             self.max_plate_nesting = guess_max_plate_nesting(self.model, self.guide, args, kwargs)
-        options = dict(num_particles=self.objective.num_particles, max_plate_nesting=self.max_plate_nesting,
+        options: dict[str, Any] = dict(num_particles=self.objective.num_particles, max_plate_nesting=self.max_plate_nesting,
                        policy=self.estimator.site_policy(), latent_scale=self.objective.latent_scale,
                        examples=self.examples_spec, held_log_q_in_bound=not self.objective.linear_in_log_weights)
         if self._checked:

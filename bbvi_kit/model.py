@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
 
@@ -32,8 +32,13 @@ class BBVIModel(nn.Module):
     every observed site; or a plate name, or a number; see :mod:`bbvi_kit.estimators._examples`).
     """
 
-    class Options(PluginOptions):
-        pass
+    if TYPE_CHECKING:  # a subclass's Options may be any PluginOptions (a nested class or an alias)
+        Options: ClassVar[type[PluginOptions]]
+    else:
+        class Options(PluginOptions):
+            pass
+
+    options: PluginOptions
 
     default_objective: ClassVar[dict[str, Any]] = {"name": "elbo"}
     objectives: ClassVar[tuple[str, ...] | None] = None

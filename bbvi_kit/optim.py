@@ -11,7 +11,7 @@ iteration; the authors' code decays per epoch, gamma_0 / sqrt(e + 1). Both are h
 from __future__ import annotations
 
 import math
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -38,6 +38,8 @@ class OptimizerPlugin(Configurable):
         lr: float = Field(1e-3, gt=0.0, le=1e3, description="base step size gamma_0")
         weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty added to the gradient")
 
+    options: Options
+
     @property
     def lr(self) -> float:
         return float(self.options.lr)
@@ -45,7 +47,7 @@ class OptimizerPlugin(Configurable):
     def build(self, params: Params, *, fused: bool = False) -> torch.optim.Optimizer:
         """The optimizer over ``params``; ``fused`` picks the fused implementation (the plugin
         must support it)."""
-        extra = {"fused": True} if fused else {}
+        extra: dict[str, Any] = {"fused": True} if fused else {}
         return self.torch_class(params, **self.options.model_dump(), **extra)
 
 
@@ -166,6 +168,8 @@ class Warmup(Schedule):
     class Options(PluginOptions):
         warmup_iterations: int = Field(100, ge=1, le=10**10, description="W, updates of linear warm-up")
         then: Literal["constant", "inv_sqrt_iteration"] = Field("constant", description="what follows the warm-up")
+
+    options: Options
 
     def factor(self, iteration: int, epoch: int) -> float:
         w = self.options.warmup_iterations

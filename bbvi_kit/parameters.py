@@ -24,21 +24,22 @@ name>``) that checkpoints use to put values and optimizer state back.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, cast
 
 import torch
 from pyro.poutine.trace_struct import Trace
 from torch import nn
+from torch.autograd.graph import Node
 
 from bbvi_kit.errors import TrainingError
 
-GroupsFn = Callable[[], dict[str, list[torch.Tensor]]]
+GroupsFn = Callable[[], Mapping[str, Sequence[torch.Tensor]]]
 
 
 def _graph_leaves(roots: Iterable[Any], wanted: dict[int, torch.Tensor]) -> set[int]:
     """``id``s of the tensors in ``wanted`` that the autograd graphs of ``roots`` reach."""
     found: set[int] = set()
-    stack = []
+    stack: list[Node | None] = []
     for root in roots:
         if not isinstance(root, torch.Tensor) or not root.requires_grad:
             continue
@@ -129,8 +130,8 @@ class ParameterGroups:
                     items.append((p, self._module_key(p, f"declared:{group}.{len(items)}")))
         for group, trace in (("phi", guide_trace), ("theta", model_trace)):
             for site in trace.nodes.values():
-                if site["type"] == "param":
-                    pending[group].append((site["value"].unconstrained(), f"param:{site['name']}"))
+                if site["type"] == "param":  # its value is set: Pyro's constrained parameter tensor
+                    pending[group].append((cast(Any, site["value"]).unconstrained(), f"param:{site['name']}"))
         if first and self.declared is None:
             self._unresolved = {id(p): p for m in self.modules for p in m.parameters() if p.requires_grad}
         if self._unresolved:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sized, cast
 
 import yaml
 
@@ -70,7 +70,7 @@ def check_nothing_lost(run: RunDirectory, recipe: Recipe, data: DataSplits) -> N
     training = recipe.training
     if not training.keep_checkpoints or not (run.path / "metrics.csv").is_file():
         return
-    per_epoch = -(-len(data.train) // training.batch_size)  # type: ignore[arg-type]
+    per_epoch = -(-len(cast(Sized, data.train)) // training.batch_size)
     total = per_epoch * training.epochs if training.iterations is None else min(per_epoch * training.epochs,
                                                                                training.iterations)
     first = min(training.checkpoint_every or per_epoch, total)

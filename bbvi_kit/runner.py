@@ -209,7 +209,7 @@ def resume_run(path: Path, data: DataSplits | None = None, *, from_scratch: bool
         if state is not None:
             trainer.restore(state, data.train)
         if adopted:
-            checkpoints.adopt(record)
+            checkpoints.adopt(adopted[0])  # the record
         discarded = run.set_aside_results() if from_scratch else None
         checkpoints.remove_debris()
         run.remove_stray_temporaries()

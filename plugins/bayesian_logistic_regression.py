@@ -32,6 +32,8 @@ class BayesianLogisticRegression(BBVIModel):
         prior_scale: float = Field(1.0, gt=0.0, description="s, prior std of weights and biases")
         init_scale: float = Field(0.01, gt=0.0, description="initial std of the guide")
 
+    options: Options
+
     def __init__(self, data: DataInfo, **options: Any) -> None:
         super().__init__(data, **options)
         if data.num_classes is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bbvi_kit import register_model
-from bbvi_kit_plugins.gaussian_vae import GaussianVAE
+from .gaussian_vae import GaussianVAE
 
 
 @register_model("beta_vae")

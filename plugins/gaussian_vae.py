@@ -159,6 +159,7 @@ class GaussianVAE(BBVIModel):
     """
 
     Options = GaussianVAEOptions
+    options: GaussianVAEOptions
 
     def __init__(self, data: DataInfo, **options: Any) -> None:
         super().__init__(data, **options)

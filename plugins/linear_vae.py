@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sized, cast
 
 import pyro
 import pyro.distributions as dist
@@ -49,6 +49,8 @@ class LinearVAE(BBVIModel):
             True, description=f"record the gap to the exact pPCA optimum (for data of at most {MAX_REFERENCE_DIM} dims)"
         )
 
+    options: Options
+
     def __init__(self, data: DataInfo, **options: Any) -> None:
         super().__init__(data, **options)
         o = self.options
@@ -91,7 +93,7 @@ class LinearVAE(BBVIModel):
         except ValueError:  # q >= d, or data spanning at most q dims: no finite optimum
             return {}
         out = {"train_loss": ppca_nll(fit, train)}
-        if len(data.test) > 0:
+        if len(cast(Sized, data.test)) > 0:
             out["test_loss"] = ppca_nll(fit, _as_matrix(data.test))
         return out
 

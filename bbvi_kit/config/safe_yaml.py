@@ -92,7 +92,7 @@ class _RecipeLoader(_SafeConstruction, yaml.SafeLoader):
             self._depth -= 1
 
 
-_CSafeLoader = getattr(yaml, "CSafeLoader", None)  # PyYAML built with libyaml
+_CSafeLoader: Any = getattr(yaml, "CSafeLoader", None)  # PyYAML built with libyaml
 
 
 if _CSafeLoader is not None:

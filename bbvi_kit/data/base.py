@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Protocol, Sized, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
@@ -87,6 +87,14 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+class SizedBatches(Protocol):
+    """What :func:`batch_loader` returns: an iterable of batches with ``len``."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
 def batch_loader(
     dataset: Dataset,
     batch_size: int,
@@ -96,7 +104,7 @@ def batch_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
     shard: tuple[int, int] | None = None,
-) -> Iterable[Any]:
+) -> SizedBatches:
     """Mini-batches of ``dataset`` in a reproducible order (an iterable with ``len``).
 
     Each epoch draws one permutation from ``generator`` (``shuffle``) or keeps the order, and cuts
@@ -112,9 +120,9 @@ def batch_loader(
     """
     num_workers = min(num_workers, available_cpus())
     per_example = not isinstance(dataset, TensorDataset)
-    batches = EpochBatches(len(dataset), batch_size, generator=generator if shuffle else None,
+    batches = EpochBatches(len(cast(Sized, dataset)), batch_size, generator=generator if shuffle else None,
                            as_lists=per_example, shard=shard)
-    if not per_example:
+    if isinstance(dataset, TensorDataset):
         return TensorBatches(dataset, batches, pin_memory=pin_memory)
     # DataLoader draws a seed for its workers from this generator at every epoch; without it, it
     # would draw from the global RNG, which the model's samples come from.

@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sized, cast
 
 import torch
 from torch.utils.data import Dataset
@@ -78,7 +78,7 @@ def build_cache(
     """Decode every item of ``decoded`` (each ``(uint8 image,)``) into the cache at ``stem``
     (see the module docstring) and return it memory-mapped. ``what`` names the dataset in
     messages; ``num_workers`` decoding processes run in parallel (the order is kept)."""
-    n = len(decoded)
+    n = len(cast(Sized, decoded))
     shape = (n, *image_shape)
     data, meta = stem.with_suffix(".u8"), stem.with_suffix(".json")
     size_gb = math.prod(shape) / 1e9
@@ -106,7 +106,7 @@ def build_cache(
     return cached
 
 
-def cached_images(stem: Path, key: str, decoded: Callable[[], Dataset], image_shape: tuple[int, int, int], *,
+def cached_images(stem: Path, key: str, decoded: Callable[..., Dataset], image_shape: tuple[int, int, int], *,
                   what: str, num_workers: int = 0) -> ImageTensorDataset:
     """The cache at ``stem`` for ``key``, built from ``decoded()`` first when it is not there."""
     cached = open_cache(stem, key)

@@ -175,7 +175,7 @@ class CelebAImages(Dataset):
 class _CelebAPixels(CelebAImages):
     """The same images as uint8, what the decoded-image cache stores."""
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor]:  # type: ignore[override]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor]:
         return (self.pixels(index),)
 
 
@@ -212,6 +212,8 @@ class CelebA(DatasetPlugin):
             None, description="folder of the decoded-image cache; null: bbvi_kit_cache in the data root of "
             "$BBVI_KIT_DATA or ~/.cache/bbvi_kit/data (not in a root the recipe names)"
         )
+
+    options: Options
 
     def load(self) -> DataSplits:
         opts = self.options

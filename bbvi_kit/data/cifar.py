@@ -65,6 +65,8 @@ class CIFAR100(DatasetPlugin):
     class Options(ImageDatasetOptions):
         labels: bool = Field(False, description="yield (image, fine label) instead of (image,)")
 
+    options: Options
+
     def load(self) -> DataSplits:
         opts = self.options
         root = data_root(opts.root)

@@ -26,6 +26,8 @@ class Digits(DatasetPlugin):
         split_seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the train/test permutation")
         labels: bool = Field(False, description="yield (image, label) instead of (image,)")
 
+    options: Options
+
     def load(self) -> DataSplits:
         try:
             from sklearn.datasets import load_digits

@@ -39,6 +39,8 @@ class _TorchvisionIdxDataset(DatasetPlugin):
     class Options(ImageDatasetOptions):
         labels: bool = Field(False, description="yield (image, label) instead of (image,)")
 
+    options: Options
+
     def _torchvision_class(self) -> type:
         import torchvision.datasets
 

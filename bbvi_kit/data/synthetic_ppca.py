@@ -89,6 +89,8 @@ class SyntheticPPCA(DatasetPlugin):
                 raise ValueError(f"min_scale ({self.min_scale}) must not exceed max_scale ({self.max_scale})")
             return self
 
+    options: Options
+
     def load(self) -> DataSplits:
         o = self.options
         truth = true_parameters(o.data_dim, o.latent_dim, o.noise_std, o.seed, o.max_scale, o.min_scale)

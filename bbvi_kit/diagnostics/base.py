@@ -110,6 +110,7 @@ class Diagnostic(Configurable):
     """
 
     Options = DiagnosticOptions
+    options: DiagnosticOptions
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         raise NotImplementedError

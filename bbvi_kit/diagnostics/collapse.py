@@ -24,7 +24,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence, cast
 
 import torch
 from pydantic import Field
@@ -211,7 +211,7 @@ def latent_units(
             prior_site = model_trace.nodes.get(name)
             if prior_site is None or prior_site["type"] != "sample" or prior_site["is_observed"]:
                 continue  # auxiliary guide variable, not a latent of the model
-            q, p = site["fn"], prior_site["fn"]
+            q, p = cast(Distribution, site["fn"]), cast(Distribution, prior_site["fn"])  # sample sites' fn
             full = _full_shape(q)
             batch_dims = len(q.batch_shape)
             example_dims = sorted(
@@ -246,12 +246,12 @@ def latent_units(
         activity = acc.m2 / (acc.count - 1) if acc.count > 1 else torch.full_like(acc.m2, float("nan"))
         if acc.kl_sum is not None:
             kl = acc.kl_sum / acc.count
-            site_kl = float(kl.sum())
+            mean_site_kl = float(kl.sum())
         else:
             assert acc.site_kl_sum is not None
             kl = torch.full_like(acc.m2, float("nan"))
-            site_kl = float(acc.site_kl_sum / acc.count)
-        out[name] = LatentUnits(activity=activity, kl=kl, site_kl=site_kl, num_examples=acc.count,
+            mean_site_kl = float(acc.site_kl_sum / acc.count)
+        out[name] = LatentUnits(activity=activity, kl=kl, site_kl=mean_site_kl, num_examples=acc.count,
                                 units=[f"{name}[{j}]" for j in range(acc.num_units)])
     return out
 
@@ -305,6 +305,8 @@ class PosteriorCollapse(Diagnostic):
         mc_samples: int = Field(
             100, ge=1, le=1_000_000, description="draws for means and KLs that have no closed form"
         )
+
+    options: Options
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options

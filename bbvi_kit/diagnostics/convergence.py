@@ -53,9 +53,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from bbvi_kit.diagnostics.full_gradient import interval_multiplier
 from bbvi_kit.results.rates import RateFit, fit_rate, long_run_variance, verdict
@@ -103,7 +104,7 @@ class Verdict:
     noise_share: float | None = None
 
 
-def _arrays(*columns: Sequence[float]) -> list[np.ndarray]:
+def _arrays(*columns: ArrayLike) -> list[np.ndarray]:
     arrays = [np.asarray(c, dtype=float).ravel() for c in columns]
     if len({a.size for a in arrays}) > 1:
         raise InputError(f"series differ in length ({', '.join(str(a.size) for a in arrays)})")
@@ -131,9 +132,9 @@ def _num(value: float) -> str:
 
 
 def full_gradient_verdict(
-    steps: Sequence[float],
-    values: Sequence[float],
-    se: Sequence[float],
+    steps: ArrayLike,
+    values: ArrayLike,
+    se: ArrayLike,
     num_estimates: int,
     *,
     tail: float = 0.5,
@@ -215,12 +216,12 @@ def _fit_from(n: np.ndarray, y: np.ndarray, start: float) -> RateFit | None:
 
 
 def minibatch_verdict(
-    steps: Sequence[float],
-    values: Sequence[float],
+    steps: ArrayLike,
+    values: ArrayLike,
     *,
     tail: float = 0.5,
-    noise_variance: tuple[Sequence[float], Sequence[float]] | None = None,
-    full: tuple[Sequence[float], Sequence[float]] | None = None,
+    noise_variance: tuple[ArrayLike, ArrayLike] | None = None,
+    full: tuple[ArrayLike, ArrayLike] | None = None,
 ) -> Verdict:
     """The verdict on the per-step mini-batch ‖g_n‖² ``values`` at ``steps`` (module docstring).
 
@@ -295,8 +296,8 @@ def _floor_start(n: np.ndarray, y: np.ndarray, start: float) -> float:
 def _noise_share(
     floor_steps: np.ndarray,
     floor: float,
-    noise_variance: tuple[Sequence[float], Sequence[float]] | None,
-    full: tuple[Sequence[float], Sequence[float]] | None,
+    noise_variance: tuple[ArrayLike, ArrayLike] | None,
+    full: tuple[ArrayLike, ArrayLike] | None,
 ) -> tuple[float | None, str]:
     """tr Cov(g) / floor from measurements within the floor's iterations (the gradient_noise
     diagnostic first, else 1 − U / floor from full_gradient); (None, "") without either."""

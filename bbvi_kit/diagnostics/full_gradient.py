@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence, Sized, cast
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ def fixed_subset(dataset: Dataset, max_examples: int | None, seed: int = SUBSET_
     """``dataset`` itself, or ``max_examples`` of its examples drawn without replacement with a
     fixed ``seed`` (the same subset at every measurement and in every run, so the measured
     objective does not change along the trajectory)."""
-    n = len(dataset)  # type: ignore[arg-type]
+    n = len(cast(Sized, dataset))
     if max_examples is None or max_examples >= n:
         return dataset
     indices = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_examples].sort().values
@@ -211,12 +211,14 @@ class FullGradient(Diagnostic):
             4, ge=3, le=64, description="M independent full-data gradient estimates (>= 3 for the jackknife)"
         )
 
+    options: Options
+
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options
         training = context.training
         params, slices = group_slices(training.groups)
         data = fixed_subset(context.train, o.max_examples)
-        n = len(data)  # type: ignore[arg-type]
+        n = len(cast(Sized, data))
         batch_size = o.batch_size or training.batch_size
         estimates = []
         with preserved_training_state(training) as state:
@@ -227,7 +229,7 @@ class FullGradient(Diagnostic):
                 estimates.append(total)
         values: dict[str, torch.Tensor] = {}
         grams = {name: gram_matrix([g[part] for g in estimates]) for name, part in slices.items()}
-        u, se, biased = u_statistic(sum(grams.values()))
+        u, se, biased = u_statistic(cast(torch.Tensor, sum(grams.values())))  # of tensors: never the empty sum's 0
         values.update(full_grad_norm_sq=u, full_grad_norm_sq_se=se, full_grad_norm_sq_biased=biased)
         for name, gram in grams.items():
             u_g, se_g, _ = u_statistic(gram)

@@ -48,6 +48,8 @@ class HeldOutIWAE(Diagnostic):
         batch_size: int | None = Field(None, ge=1, le=10_000_000, description="test examples per pass; null: training.eval_batch_size")
         max_examples: int | None = Field(None, ge=1, le=10**9, description="evaluate the first N test examples only")
 
+    options: Options
+
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options
         training = context.training

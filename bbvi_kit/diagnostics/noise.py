@@ -25,7 +25,7 @@ the parameter vector whatever the number of draws.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Mapping, Sequence, Sized, cast
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ def sample_batch(dataset: Dataset, batch_size: int, *, replacement: bool, device
     ``device``: independently (with replacement) or as a random subset of distinct examples (as
     the training loop's shuffled batches are). Indices come from the global torch stream (the
     engine runs diagnostics in a forked, seeded one)."""
-    n = len(dataset)  # type: ignore[arg-type]
+    n = len(cast(Sized, dataset))
     if n == 0:
         raise InputError("the training set is empty")
     if replacement:
@@ -127,7 +127,7 @@ class RunningMoments:
 def _batch_size(context: DiagnosticContext, option: int | None) -> int:
     if option is not None:
         return option
-    return min(context.training.batch_size, len(context.train))  # type: ignore[arg-type]
+    return min(context.training.batch_size, len(cast(Sized, context.train)))
 
 
 # -- gradient noise ------------------------------------------------------------------------------
@@ -192,6 +192,8 @@ class GradientNoise(Diagnostic):
             True, description="draw each batch's examples with replacement; false: B distinct examples"
         )
 
+    options: Options
+
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options
         training = context.training
@@ -221,11 +223,12 @@ class GradientNoise(Diagnostic):
         for name in groups:
             latent = within_sum[name] / R
             between = outer[name].variance()
-            assert outer[name].mean is not None
+            mean = outer[name].mean
+            assert mean is not None
             columns[f"grad_var_total_{name}"] = between - latent / S + latent
             columns[f"grad_var_batch_{name}"] = between - latent / S
             columns[f"grad_var_latent_{name}"] = latent
-            columns[f"grad_mean_norm_sq_{name}"] = outer[name].mean.square().sum() - between / R
+            columns[f"grad_mean_norm_sq_{name}"] = mean.square().sum() - between / R
         names = list(groups)
         totals = {
             key: torch.stack([columns[f"{key}_{name}"] for name in names]).sum()
@@ -310,6 +313,8 @@ class GradientSNR(Diagnostic):
             None, min_length=1, max_length=32,
             description="also measure at these K, on the same parameters and batch (columns *_K<k>)",
         )
+
+    options: Options
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         start = torch.get_rng_state()  # the batch indices come from the CPU stream

@@ -104,6 +104,8 @@ class Smoothness(Diagnostic):
             None, ge=1, le=10_000_000, description="examples in the common mini-batch; null: training.batch_size"
         )
 
+    options: Options
+
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         # (the training state it came from, its step, the parameters then)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from bbvi_kit.infer.bbvi import BBVI
     from bbvi_kit.loss import BBVILoss
     from bbvi_kit.objectives.base import Objective
+    from bbvi_kit.parameters import GroupsFn
 
 
 class TrainingState:
@@ -77,7 +78,7 @@ class TrainingState:
         return self._bbvi.parameters
 
     @property
-    def declared_groups(self) -> Callable[[], dict[str, list[torch.Tensor]]] | None:
+    def declared_groups(self) -> GroupsFn | None:
         return self._bbvi.param_groups.declared
 
     @property

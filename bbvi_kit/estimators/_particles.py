@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import pyro
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
+from pyro.poutine.runtime import Message
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
@@ -94,7 +95,8 @@ class Particles:
 
 def sample_sites(trace: Trace) -> list[dict[str, Any]]:
     """The sample sites of ``trace`` in order, without the index draws plates record as sites."""
-    return [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
+    sites = [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
+    return cast(list[dict[str, Any]], sites)  # Pyro's Message TypedDicts, read as plain dicts
 
 
 def is_one(scale: float | torch.Tensor) -> bool:
@@ -201,7 +203,7 @@ def check_shapes(sites: list[dict[str, Any]], max_plate_nesting: int) -> None:
     """Pyro's per-site check: each log density has the batch shape its plates say (one line)."""
     for site in sites:
         try:
-            check_site_shape(site, max_plate_nesting)
+            check_site_shape(cast(Message, site), max_plate_nesting)
         except ValueError as exc:
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
             hint = (" (enclose the batched tensor in a pyro.plate, declare event dims with .to_event(), "
@@ -326,7 +328,7 @@ def trace_particles(
     :func:`check_match` and :func:`check_shapes` and warns about model-only and enumerated guide
     sites. ``held_log_q_in_bound: False`` takes the log density of the sites held fixed into
     ``log w`` without its direct gradient (valid where the bound is a mean of log weights)."""
-    options = dict(max_plate_nesting=max_plate_nesting, policy=policy, latent_scale=latent_scale,
+    options: dict[str, Any] = dict(max_plate_nesting=max_plate_nesting, policy=policy, latent_scale=latent_scale,
                    examples=examples, check=check, held_log_q_in_bound=held_log_q_in_bound)
     if vectorise or num_particles == 1:
         return _one_pass(model, guide, args, kwargs, num_particles=num_particles, **options)

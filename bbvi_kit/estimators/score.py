@@ -49,6 +49,8 @@ class ScoreFunction(Estimator):
         )
         baseline_decay: float = Field(0.9, ge=0.0, lt=1.0, description="EMA decay of running_mean")
 
+    options: Options
+
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._running_mean: torch.Tensor | None = None

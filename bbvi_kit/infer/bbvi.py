@@ -32,7 +32,7 @@ import contextlib
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Callable, Iterable, Literal, Mapping, cast
 
 import pyro
 import torch
@@ -289,7 +289,7 @@ class BBVI:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         total = loss.reshape(1).clone()
-        distributed.all_reduce_sum([*(p.grad for p in self.parameters), total])
+        distributed.all_reduce_sum([*(cast(torch.Tensor, p.grad) for p in self.parameters), total])  # set above
         return total[0]
 
     def _update(self, lr: float, skip_if: torch.Tensor | None = None) -> None:
@@ -303,11 +303,12 @@ class BBVI:
         if skip_if is None:
             self.optimizer.step()
             return
-        self.optimizer.found_inf = skip_if.to(torch.float32)
+        fused: Any = self.optimizer  # a fused optimizer reads found_inf, which Optimizer does not declare
+        fused.found_inf = skip_if.to(torch.float32)
         try:
-            self.optimizer.step()
+            fused.step()
         finally:
-            self.optimizer.found_inf = None
+            fused.found_inf = None
 
     # -- state --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

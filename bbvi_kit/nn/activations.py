@@ -37,6 +37,8 @@ class _Activation(nn.Module):
     class Options(PluginOptions):
         pass
 
+    options: PluginOptions
+
     def __init__(self, **options: object) -> None:
         super().__init__()
         self.options = self.Options(**options)
@@ -56,6 +58,8 @@ class GeneralizedSoftClipping(_Activation):
             if not self.s1 < self.s2:
                 raise ValueError("s1 must be smaller than s2")
             return self
+
+    options: Options
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         o = self.options
@@ -77,6 +81,8 @@ class Softplus(_Activation):
     class Options(PluginOptions):
         beta: float = Field(1.0, gt=0.0, description="sharpness")
 
+    options: Options
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.softplus(x, beta=self.options.beta)
 
@@ -95,6 +101,8 @@ class ELU(_Activation):
 
     class Options(PluginOptions):
         alpha: float = Field(1.0, gt=0.0, description="value approached as x -> -infinity is -alpha")
+
+    options: Options
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.elu(x, alpha=self.options.alpha)

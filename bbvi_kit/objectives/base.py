@@ -32,6 +32,8 @@ class Objective(Configurable):
     class Options(PluginOptions):
         num_particles: int = Field(1, ge=1, le=100_000, description="K, particles per example")
 
+    options: Options
+
     @property
     def num_particles(self) -> int:
         return self.options.num_particles

@@ -22,6 +22,8 @@ class BetaELBO(ELBO):
     class Options(ELBO.Options):
         beta: float = Field(1.0, gt=0.0, le=1e6, description="weight of the KL term")
 
+    options: Options
+
     @property
     def latent_scale(self) -> float:
         return float(self.options.beta)

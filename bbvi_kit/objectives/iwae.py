@@ -35,6 +35,8 @@ class IWAE(Objective):
     class Options(Objective.Options):
         num_particles: int = Field(5, ge=1, le=100_000, description="K, importance samples per example")
 
+    options: Options
+
     def bound(self, log_weights: torch.Tensor) -> torch.Tensor:
         return log_mean_exp(log_weights, 0)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import matplotlib
 import numpy as np
@@ -19,11 +19,14 @@ from matplotlib.ticker import FixedFormatter, FuncFormatter  # noqa: E402
 from bbvi_kit.results.bands import Band  # noqa: E402
 from bbvi_kit.results.groups import Group  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 __all__ = ["MAX_INSET_LEGEND", "PANEL_HEIGHT", "REFERENCE", "RUNNING_AVERAGE", "STYLE", "band_phrase",
            "constant_legend", "describe", "draw_band", "finish_axes", "legend_below", "number", "palette", "save",
            "span"]
 
-STYLE = {
+STYLE: dict[RcKeyType, Any] = {
     "font.size": 11,
     "axes.titlesize": 12,
     "axes.labelsize": 11,

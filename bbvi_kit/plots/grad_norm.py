@@ -67,15 +67,15 @@ def draw_grad_norm(datas: Sequence[GroupCurves], colours: Sequence[Any], groups:
     else:
         finish_axes(ax_epoch, r"(a) mini-batch $\|g_k\|^2$ averaged over each epoch",
                      "epoch", r"mean of $\|g_k\|^2$ over the epoch")
-    full = any(d.full_avg is not None for d in datas)
-    finish_axes(ax_iter, "(b) running averages" + (": mini-batch (solid), full-data (dotted)" if full else
+    any_full = any(d.full_avg is not None for d in datas)
+    finish_axes(ax_iter, "(b) running averages" + (": mini-batch (solid), full-data (dotted)" if any_full else
                                                      " of the mini-batch " + RUNNING_AVERAGE),
                  "iteration n (mini-batch updates)", "running average over the iterations")
     labels = [d.group.label for d in datas]
     caption = band_phrase([d.avg.n if d.avg else len(d.group.runs) for d in datas]) + "\n" + REFERENCE
     caption += ("\nsolid: mini-batch, E‖g‖² = ‖∇L‖² + tr Cov(g), with a noise floor; " + (
         "dotted: the full-data estimate, the quantity the theorems bound (full_gradient, stratified; band ± 2 SE "
-        "for one seed)" if full else
+        "for one seed)" if any_full else
         "the theorems' full-data ‖∇L‖² needs the full_gradient diagnostic (schedule: stratified)"))
     if len(datas) <= MAX_INSET_LEGEND:
         for ax, key in ((ax_epoch, "c_epoch"), (ax_iter, "c_avg")):

@@ -5,7 +5,7 @@ train the one-sample ELBO (see :mod:`bbvi_kit.plots`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -47,10 +47,10 @@ def draw_test_loss(datas: Sequence[GroupCurves], colours: Sequence[Any], groups:
     )
     other = [d for d in with_evals if not _is_plain_elbo(d.group) and "test_objective_loss" in d.evals]
     fig = Figure(figsize=(12.5 if other else 7.5, PANEL_HEIGHT), layout="constrained")
-    axes = list(np.atleast_1d(fig.subplots(1, 2 if other else 1)))
+    axes = list(fig.subplots(1, 2 if other else 1, squeeze=False)[0])
 
     def at(d: GroupCurves, band: Band) -> Band:
-        return Band(d.eval_epochs, band.mean, band.lo, band.hi, band.n) if by_epoch else band
+        return Band(cast(np.ndarray, d.eval_epochs), band.mean, band.lo, band.hi, band.n) if by_epoch else band
 
     xlabel = "epochs completed" if by_epoch else "iteration n (mini-batch updates)"
     for d in with_evals:

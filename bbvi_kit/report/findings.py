@@ -9,6 +9,7 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from bbvi_kit import registry
 from bbvi_kit.errors import InputError
@@ -170,8 +171,8 @@ def diagnostic_findings(run: Run, name: str, table: Table, label: str) -> list[F
 
 
 def convergence_findings(
-    steps: Sequence[float],
-    minibatch: Sequence[float],
+    steps: ArrayLike,
+    minibatch: ArrayLike,
     full: Sequence[Table] = (),
     noise: Sequence[Table] = (),
     batch_size: float | None = None,

@@ -21,7 +21,7 @@ __all__ = ["CSS", "Markup", "data_uri", "figure", "macros", "png_size"]
 
 
 def _joined_lines(name: str) -> tuple[str, None, Any]:
-    text = resources.files("bbvi_kit.report").joinpath("templates", name).read_text(encoding="utf-8")
+    text = resources.files("bbvi_kit.report").joinpath("templates").joinpath(name).read_text(encoding="utf-8")
     return "".join(line.strip() for line in text.splitlines()), None, lambda: True
 
 
@@ -33,7 +33,7 @@ def _escape(value: Any) -> Any:
 _ENVIRONMENT = jinja2.Environment(loader=jinja2.FunctionLoader(_joined_lines), autoescape=True,
                                   finalize=_escape, undefined=jinja2.StrictUndefined)
 
-CSS = Markup(resources.files("bbvi_kit.report").joinpath("templates", "report.css").read_text(encoding="utf-8"))
+CSS = Markup(resources.files("bbvi_kit.report").joinpath("templates").joinpath("report.css").read_text(encoding="utf-8"))
 """The page's style sheet, inline in its ``<style>``."""
 
 

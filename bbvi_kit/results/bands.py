@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["Band", "MAX_POINTS", "aggregate"]
 
@@ -43,7 +44,7 @@ class Band:
         return Band(self.x[idx], self.mean[idx], self.lo[idx], self.hi[idx], self.n)
 
 
-def aggregate(curves: Sequence[tuple[Sequence[float], Sequence[float]]]) -> Band:
+def aggregate(curves: Sequence[tuple[ArrayLike, ArrayLike]]) -> Band:
     """Mean, minimum and maximum over seeds of curves ``(x, y)``, at the x values all share.
 
     For seeds of different lengths (a failed or still running seed) the common x values are the

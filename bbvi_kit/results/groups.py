@@ -64,7 +64,7 @@ def _axis_keys(axis: str, flat: Mapping[str, Any] | None = None) -> list[str]:
     """The recipe keys of a sweep axis: ``a.b,c.d`` is a zipped axis of two keys; a key deeper
     than ``section.option`` (``model.activation.sharpness``) stands for its option when the
     recipe has it (``model.activation``)."""
-    keys = []
+    keys: list[str] = []
     for key in (k.strip() for k in str(axis).split(",")):
         option = ".".join(key.split(".")[:2])
         if flat is not None and key not in flat and any(f.startswith(key + ".") for f in flat):
@@ -221,16 +221,16 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     groups = []
     for indices in buckets.values():
         first = indices[0]
-        parts = {k: _part(k, table[first][k], activation_varying) for k in label_keys}
-        parts = {k: p for k, p in parts.items() if p}
-        key = {k: settings[first][k] for k in order if k in settings[first]}
+        pieces = {k: _part(k, table[first][k], activation_varying) for k in label_keys}
+        parts = {k: p for k, p in pieces.items() if p}
+        group_key = {k: settings[first][k] for k in order if k in settings[first]}
         label = ", ".join(parts.values())
         if not label:
             run = runs[first]
             label = run.point_label or str(run.recipe.get("name") or run.path.name)
         point = {k: v for k, v in runs[first].point.items() if not _ignored(k)}
         members = sorted((runs[i] for i in indices), key=lambda r: (_sort_token(r.seed), str(r.path)))
-        groups.append(Group(label=label, runs=members, key=key, point=point, settings=settings[first], parts=parts))
+        groups.append(Group(label=label, runs=members, key=group_key, point=point, settings=settings[first], parts=parts))
     groups.sort(key=lambda g: tuple(_sort_token(normalise(g.settings.get(k, _MISSING))) for k in order))
     seen: dict[str, int] = {}
     for g in groups:

@@ -81,9 +81,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from bbvi_kit.errors import InputError
 
@@ -162,7 +163,7 @@ class RateFit:
 # the window and the reference curve
 
 
-def fit_window(n: Sequence[float], y: Sequence[float], tail: float = 0.5) -> np.ndarray:
+def fit_window(n: ArrayLike, y: ArrayLike, tail: float = 0.5) -> np.ndarray:
     """Boolean mask of the fitted points: n ≥ max(3, (1 − tail) · n_max), y finite and > 0.
 
     ``tail`` is the fraction of the iterations fitted (0 < tail ≤ 1); at 0.5 this is the window of
@@ -187,7 +188,7 @@ def reference_curve(n: np.ndarray) -> np.ndarray:
     return np.log(n) / np.sqrt(n)
 
 
-def fit_log_rate_constant(n: Sequence[float], y: Sequence[float], tail: float = 0.5) -> float | None:
+def fit_log_rate_constant(n: ArrayLike, y: ArrayLike, tail: float = 0.5) -> float | None:
     """C of the reference curve C log n / √n, by least squares in log space over the window:
 
         log C = mean_{n∈W} [log y(n) − log(log n / √n)],
@@ -204,7 +205,7 @@ def fit_log_rate_constant(n: Sequence[float], y: Sequence[float], tail: float = 
     return float(np.exp(np.mean(np.log(y[window]) - np.log(reference_curve(n[window])))))
 
 
-def fit_log_rate(n: Sequence[float], y: Sequence[float]) -> float | None:
+def fit_log_rate(n: ArrayLike, y: ArrayLike) -> float | None:
     """C of the reference C log n / √n, by least squares in log space over the second half:
 
         log C = mean over {n ≥ max(3, n_max/2), y(n) > 0} of [log y(n) − log(log n / √n)]
@@ -215,7 +216,7 @@ def fit_log_rate(n: Sequence[float], y: Sequence[float]) -> float | None:
     return fit_log_rate_constant(n, y, 0.5)
 
 
-def log_slope(n: Sequence[float], y: Sequence[float]) -> float | None:
+def log_slope(n: ArrayLike, y: ArrayLike) -> float | None:
     """Least-squares slope of log y against log n over the window of :func:`fit_log_rate`
     (the figures' ``log_log_slope``, without an interval); ``None`` for fewer than two points."""
     n = np.asarray(n, dtype=float)
@@ -226,7 +227,7 @@ def log_slope(n: Sequence[float], y: Sequence[float]) -> float | None:
     return float(np.polyfit(np.log(n[window]), np.log(y[window]), 1)[0])
 
 
-def theory_slope(n: Sequence[float]) -> float:
+def theory_slope(n: ArrayLike) -> float:
     """OLS slope of log(log n / √n) against log n over the points ``n`` (all ≥ 3): the
     least-squares average of the local slope 1/log n − 1/2, which a fit of b̂ over these points
     returns on a noise-free C log n / √n."""
@@ -270,7 +271,7 @@ def student_t_quantile(p: float, df: float) -> float:
 # long-run variance
 
 
-def long_run_variance(series: Sequence[float]) -> tuple[float, float, int]:
+def long_run_variance(series: ArrayLike) -> tuple[float, float, int]:
     """Long-run variance Σ_l γ(l) of a stationary series, by AR(1)-prewhitened Newey-West.
 
     ρ = lag-1 autocorrelation of the centred series + (1 + 3ρ)/T (Kendall's bias correction),
@@ -311,12 +312,12 @@ def _andrews_bandwidth(e: np.ndarray) -> int:
 
 
 def fit_rate(
-    n: Sequence[float],
-    y: Sequence[float],
+    n: ArrayLike,
+    y: ArrayLike,
     tail: float = 0.5,
     *,
     running_average: bool = False,
-    block_means: Sequence[float] | None = None,
+    block_means: ArrayLike | None = None,
     level: float = 0.95,
     quantity: str | None = None,
 ) -> RateFit:
@@ -391,7 +392,7 @@ def fit_rate(
 
 
 def _running_average_variance(
-    n: np.ndarray, y: np.ndarray, window: np.ndarray, weights: np.ndarray, block_means: Sequence[float] | None
+    n: np.ndarray, y: np.ndarray, window: np.ndarray, weights: np.ndarray, block_means: ArrayLike | None
 ) -> tuple[float, float, int]:
     """Var(b̂) of a running average by the delta method over the block sums (module docstring)."""
     if not (np.all(np.isfinite(n)) and np.all(np.isfinite(y))):

@@ -100,7 +100,7 @@ def load_run(path: Path, notes: list[str] | None = None, diagnostics: Iterable[s
     every ``diagnostics/*.csv``, hidden files aside). ``metrics``: ``metrics.csv`` when the caller
     has read it already.
     """
-    def guarded(read: Callable[[], Any], empty: Callable[[], Any]) -> Any:
+    def guarded(read: Callable[..., Any], empty: Callable[[], Any]) -> Any:
         if notes is None:
             return read()
         try:
