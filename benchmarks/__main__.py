@@ -171,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     if "training_step" in groups:
         cases = [c for c in training_step.CASES if device.type == "cuda" or not c.cuda_only]
         results["training_step"] = []
-        for case in cases:
+        for number, case in enumerate(cases):
             print(f"training step: {case.title}", file=sys.stderr, flush=True)
             case = training_step.smoke(case) if args.smoke else case
-            results["training_step"].append(training_step.run_case(case, device, smoke_run=args.smoke))
+            # --smoke measures memory (a child process per case) for the first case only
+            memory = not args.smoke or number == 0
+            results["training_step"].append(training_step.run_case(case, device, memory=memory, smoke_run=args.smoke))
     if "profile" in groups:
         print("profile of the step", file=sys.stderr, flush=True)
         cases = [c for c in training_step.CASES if c.name in ("mlp_pathwise_k1", "mlp_iwae_k5")]

@@ -80,3 +80,5 @@ def test_the_benchmark_command_writes_its_results(tmp_path: Path) -> None:
     results = json.loads(out.with_suffix(".json").read_text())
     ratios = [r["engine_vs_handwritten"] for r in results["training_step"]]
     assert len(ratios) == len(CPU_CASES) and all(r > 0 and r == r for r in ratios)
+    first = results["training_step"][0]["peak_mib"]  # memory, in a child process: the first case under --smoke
+    assert len(first) == 3 and all(m["rss_mib"] == m["rss_mib"] for m in first.values())

@@ -24,7 +24,7 @@ from bbvi_kit.sweep_runner import run_plan
 from bbvi_kit.sweep import load_plan
 from tests.support.fault_plugin import FAULT_PLUGIN
 
-# One xdist worker runs them all (--dist loadgroup): one Ray instance and one local reference sweep.
+# One xdist worker runs them all (--dist loadfile): one Ray instance and one local reference sweep.
 pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"), pytest.mark.slow,
               pytest.mark.xdist_group("executors")]
 

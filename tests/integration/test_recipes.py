@@ -105,8 +105,9 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def smoke_overrides(recipe: Path, data_root: Path) -> list[str]:
-    """Overrides that make a recipe take seconds: one seed, two iterations, generated data."""
-    overrides = ["training.seeds=[0]", "training.iterations=2", "training.num_workers=0",
+    """Overrides that make a recipe take seconds: one seed, two iterations, one checkpoint (at the
+    end; a paper network's checkpoint with its Adam state is tens of megabytes), generated data."""
+    overrides = ["training.seeds=[0]", "training.iterations=2", "training.checkpoint_every=2", "training.num_workers=0",
                  "training.progress=false", "training.device=cpu"]
     data = load_plan(recipe).runs[0].recipe.data.name
     if data in ("celeba", "cifar100"):
