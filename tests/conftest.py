@@ -7,7 +7,7 @@ in-process CLI calls; single-threaded torch for modules that ask for it."""
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pyro
 import pytest
@@ -35,6 +35,26 @@ HEAVIEST_FIRST = (
     "tests/unit/diagnostics/test_noise.py",
     "tests/integration/test_cli_processes.py",
 )
+
+
+# Files whose tests share session-scoped fixtures go to one worker as one unit, so the fixtures
+# are built once: the report pages (real tiny runs) of the report tests and the browser test.
+SAME_WORKER = {"tests/integration/test_report_browser.py": "tests/unit/report/test_report.py"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """--dist loadfile, with the files of :data:`SAME_WORKER` sent as one unit."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LoadFileSharing(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return SAME_WORKER.get(scope, scope)
+
+    return LoadFileSharing(config, log)
 
 
 def _xdist_workers() -> int:
