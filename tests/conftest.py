@@ -30,7 +30,7 @@ HEAVIEST_FIRST = (
     "tests/integration/test_data_parallel.py",  # ~45 s
     "tests/unit/report/test_report.py",
     "tests/integration/test_report_browser.py",
-    "tests/unit/test_registry.py",
+    "tests/integration/test_plugin_entry_points.py",
     "tests/integration/test_benchmarks.py",
     "tests/unit/diagnostics/test_noise.py",
     "tests/integration/test_cli_processes.py",

@@ -2,7 +2,8 @@
 
 Each way of registering a custom model (a file named in the recipe, an installed package's entry
 point, a module path) is tested end to end: the plugin is listed by ``bbvi-kit plugins`` with
-its source, and ``bbvi-kit run`` trains it for a few iterations.
+its source, and ``bbvi-kit run`` trains it for a few iterations (the installed package's, in a
+fresh interpreter, in ``tests/integration/test_plugin_entry_points.py``).
 
 Unit tests use fresh :class:`Registry` objects so the global registries stay clean; whatever is
 registered into the global ``models`` registry gets a unique name and happens inside a test, never
@@ -11,10 +12,7 @@ at import time (other test modules parametrize over ``models.names()`` at collec
 
 from __future__ import annotations
 
-import csv
 import importlib
-import json
-import math
 import sys
 import uuid
 from pathlib import Path
@@ -25,7 +23,8 @@ import yaml
 
 from bbvi_kit import BBVIModel, InputError
 from bbvi_kit.registry import Registry, load_plugin_source, models, register_model
-from tests.support.cli import bbvi_subprocess, run_dir_from
+from tests.support.cli import run_dir_from
+from tests.support.plugin_packages import assert_trained, listed_source, make_distribution, write_recipe
 
 
 # --------------------------------------------------------------------------------------------
@@ -35,49 +34,6 @@ from tests.support.cli import bbvi_subprocess, run_dir_from
 def unique(prefix: str) -> str:
     """A plugin / module name no other test uses (the global registries live for the session)."""
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-def listed_source(plugins_output: str, kind: str, name: str) -> str | None:
-    """The source column of ``name`` under ``KINDs:`` in ``bbvi-kit plugins`` output, or None."""
-    section = None
-    for line in plugins_output.splitlines():
-        if not line.startswith(" "):
-            section = line.rstrip(":")
-            continue
-        fields = line.split(None, 1)
-        if section == f"{kind}s" and fields and fields[0] == name:
-            return fields[1].strip() if len(fields) > 1 else ""
-    return None
-
-
-def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv", newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def assert_trained(run_dir: Path, iterations: int, model_name: str) -> None:
-    """The run directory of a completed run of ``model_name`` with ``iterations`` finite steps."""
-    rows = metrics_rows(run_dir)
-    assert [int(r["step"]) for r in rows] == list(range(1, iterations + 1))
-    assert all(math.isfinite(float(r["loss"])) for r in rows)
-    assert all(float(r["minibatch_grad_norm_sq"]) > 0 for r in rows), "the plugin's parameters got no gradient"
-    info = json.loads((run_dir / "run.json").read_text())
-    assert info["status"] == "completed"
-    assert info["steps_done"] == iterations
-    assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["model"]["name"] == model_name
-
-
-def write_recipe(path: Path, model: dict, plugins: list[str] | None = None, iterations: int = 3) -> Path:
-    recipe = {
-        "name": "custom",
-        "model": model,
-        "training": {"batch_size": 32, "iterations": iterations, "progress": False, "device": "cpu"},
-    }
-    if plugins is not None:
-        recipe["plugins"] = plugins
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return path
 
 
 # A model subclassing BBVIModel directly, with its own Options (the README's plugin pattern).
@@ -128,24 +84,6 @@ class MyVAE(GaussianVAE):
 '''
 
 
-def make_distribution(site: Path, dist_name: str, module_files: dict[str, str], entry_points: str) -> Path:
-    """A fake installed distribution in ``site``: modules plus a ``*.dist-info`` folder."""
-    site.mkdir(parents=True, exist_ok=True)
-    for rel, text in module_files.items():
-        path = site / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    info = site / f"{dist_name.replace('-', '_')}-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(entry_points)
-    return site
-
-
-# --------------------------------------------------------------------------------------------
-# (a) a decorator in a Python file named in the recipe's plugins: list
-
-
 def test_plugin_file_named_in_recipe_is_listed_with_its_file_and_trains(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli_run: Callable
 ) -> None:
@@ -179,78 +117,8 @@ def test_plugin_file_named_in_recipe_is_listed_with_its_file_and_trains(
 
 
 # --------------------------------------------------------------------------------------------
-# (b) an installed package's entry point (a fake distribution found through PYTHONPATH)
-
-EP_MODULE_SRC = '''
-import os
-
-from bbvi_kit_plugins.gaussian_vae import GaussianVAE
-
-# Records every import, so tests can tell that listing plugins imports nothing.
-if os.environ.get("MY_BBVI_PLUGIN_MARKER"):
-    with open(os.environ["MY_BBVI_PLUGIN_MARKER"], "a") as fh:
-        fh.write("imported\\n")
-
-
-class MyVAE(GaussianVAE):
-    """A third-party model: the Gaussian VAE under another name."""
-'''
-
-
-@pytest.fixture
-def installed_plugin(tmp_path: Path) -> Path:
-    """A directory that, on PYTHONPATH, holds an 'installed' distribution my-bbvi-plugin."""
-    return make_distribution(
-        tmp_path / "site", "my-bbvi-plugin", {"my_bbvi_plugin.py": EP_MODULE_SRC},
-        "[bbvi_kit.models]\nmy_ep_vae = my_bbvi_plugin:MyVAE\n",
-    )
-
-
-@pytest.mark.slow
-def test_entry_point_plugin_is_listed_without_import_and_trains(tmp_path: Path, installed_plugin: Path) -> None:
-    marker = tmp_path / "imports.log"
-    env = {"PYTHONPATH": str(installed_plugin), "MY_BBVI_PLUGIN_MARKER": str(marker)}
-
-    listing = bbvi_subprocess(["plugins"], cwd=tmp_path, env=env)
-    assert listing.returncode == 0, listing.stderr
-    assert listed_source(listing.stdout, "model", "my_ep_vae") == "entry point bbvi_kit.models (my-bbvi-plugin)"
-    assert listed_source(listing.stdout, "model", "gaussian_vae") == "entry point bbvi_kit.models (bbvi-kit)"
-    assert not marker.exists(), "listing plugins must not import a third-party plugin's module"
-
-    recipe = write_recipe(tmp_path / "ep.yaml", {"name": "my_ep_vae", "hidden": [8], "latent_dim": 2})
-    result = bbvi_subprocess(["run", recipe, "--out", tmp_path / "runs"], cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
-    assert marker.read_text() == "imported\n"
-    run_dir = run_dir_from(result.stdout)
-    assert_trained(run_dir, iterations=3, model_name="my_ep_vae")
-    resolved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
-    assert resolved["model"]["hidden"] == [8] and resolved["model"]["likelihood"] == "gaussian"
-
-
-@pytest.mark.slow
-def test_disable_entry_points_env_hides_third_party_plugins_only(tmp_path: Path, installed_plugin: Path) -> None:
-    env = {"PYTHONPATH": str(installed_plugin), "BBVI_KIT_DISABLE_ENTRY_POINTS": "1"}
-    listing = bbvi_subprocess(["plugins"], cwd=tmp_path, env=env)
-    assert listing.returncode == 0, listing.stderr
-    assert listed_source(listing.stdout, "model", "my_ep_vae") is None
-    for builtin in ("gaussian_vae", "beta_vae", "iwae", "linear_vae", "bayesian_logistic_regression"):
-        assert listed_source(listing.stdout, "model", builtin) == "entry point bbvi_kit.models (bbvi-kit)"
-
-
-@pytest.mark.slow
-def test_no_entry_points_flag_hides_third_party_plugins_and_never_imports_them(
-    tmp_path: Path, installed_plugin: Path
-) -> None:
-    marker = tmp_path / "imports.log"
-    env = {"PYTHONPATH": str(installed_plugin), "MY_BBVI_PLUGIN_MARKER": str(marker)}
-    listing = bbvi_subprocess(["--no-entry-points", "plugins"], cwd=tmp_path, env=env)
-    assert listing.returncode == 0, listing.stderr
-    assert listed_source(listing.stdout, "model", "my_ep_vae") is None
-    assert listed_source(listing.stdout, "model", "gaussian_vae") == "entry point bbvi_kit.models (bbvi-kit)"
-    recipe = write_recipe(tmp_path / "ep.yaml", {"name": "my_ep_vae", "hidden": [8], "latent_dim": 2})
-    result = bbvi_subprocess(["--no-entry-points", "validate", recipe], cwd=tmp_path, env=env)
-    assert result.returncode == 2 and "unknown model plugin 'my_ep_vae'" in result.stderr
-    assert not marker.exists(), "a disabled entry point's module must never be imported"
+# (b) an installed package's entry point (a fake distribution found through PYTHONPATH; listed
+# and trained in a fresh interpreter: tests/integration/test_plugin_entry_points.py)
 
 
 def test_entry_points_are_read_from_sys_path_and_can_be_disabled(
@@ -529,7 +397,6 @@ def test_a_plugin_file_is_imported_once_however_it_is_spelled(tmp_path: Path) ->
     assert first == second == str(plugin.resolve())
     assert counter.read_text() == "x"
     assert name in models
-
 
 
 def _two_distributions_claiming_one_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str, str]:

@@ -92,15 +92,3 @@ def test_the_loop_drives_a_plain_bbvi_step() -> None:
                [counting])
     assert loop.step == bbvi.num_steps == 120 and counting.steps == list(range(1, 121))
     assert pyro.param("w").item() == pytest.approx(0.5, abs=0.08)  # the exact posterior mean x/2
-
-
-def test_training_imports_no_plotting() -> None:
-    """Data flows one way: the step, the loop and the runner import neither matplotlib nor the
-    plots and report packages (the runner draws a run's plots only once it has finished)."""
-    import subprocess
-    import sys
-
-    code = ("import sys, bbvi_kit, bbvi_kit.runner, bbvi_kit.sweep_runner, bbvi_kit.train, bbvi_kit.recipe; "
-            "print(sorted(m for m in ('matplotlib', 'bbvi_kit.plots', 'bbvi_kit.report') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
