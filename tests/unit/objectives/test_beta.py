@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 
-import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 from pydantic import ValidationError
@@ -18,32 +16,18 @@ from bbvi_kit import BBVILoss, Pathwise
 from bbvi_kit.objectives import ELBO, BetaELBO
 from bbvi_kit.plugin import describe_validation_error
 from bbvi_kit.registry import objectives
+from tests.support.conjugate import F64, closed_form_elbo, fixed_guide, model
 
 X, M, S = 1.5, 0.3, 0.7
-F64 = torch.float64
+guide = fixed_guide(M, S, torch.tensor([-1.0, 1.0]))  # the draws m - s, m + s across the batch
 RECONSTRUCTION = -0.5 * math.log(2 * math.pi) - 0.5 * ((X - M) ** 2 + S**2)
 KL = 0.5 * (M**2 + S**2 - 1 - math.log(S**2))
 
 
-class FixedNormal(dist.Normal):
-    """A normal whose reparameterised draws are loc + scale * (-1, +1) across the batch."""
-
-    EPS = torch.tensor([-1.0, 1.0], dtype=F64)
-
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        shape = self._extended_shape(sample_shape)
-        return self.loc.expand(shape) + self.scale.expand(shape) * self.EPS.expand(shape)
 
 
-def model(x: torch.Tensor) -> None:
-    with pyro.plate("data", x.shape[0], dim=-1):
-        z = pyro.sample("z", dist.Normal(torch.zeros((), dtype=F64), 1.0))
-        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
 
 
-def guide(x: torch.Tensor) -> None:
-    with pyro.plate("data", x.shape[0], dim=-1):
-        pyro.sample("z", FixedNormal(torch.tensor(M, dtype=F64), torch.tensor(S, dtype=F64)))
 
 
 def loss_of(objective: ELBO) -> float:
@@ -56,9 +40,7 @@ def test_the_loss_is_reconstruction_minus_beta_times_the_closed_form_kl(beta: fl
 
 
 def test_beta_one_is_the_elbo() -> None:
-    closed_form_elbo = (-math.log(2 * math.pi) - 0.5 * ((X - M) ** 2 + S**2) - 0.5 * (M**2 + S**2)
-                        + 0.5 * math.log(2 * math.pi * math.e * S**2))
-    assert loss_of(BetaELBO()) == pytest.approx(-closed_form_elbo, abs=1e-12)
+    assert loss_of(BetaELBO()) == pytest.approx(-closed_form_elbo(X, M, S), abs=1e-12)
     assert loss_of(BetaELBO(beta=1.0)) == pytest.approx(loss_of(ELBO()), abs=1e-12)
 
 

@@ -11,49 +11,21 @@ from __future__ import annotations
 
 import math
 
-import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 
 from bbvi_kit import BBVILoss, Pathwise
 from bbvi_kit.objectives import ELBO
 from bbvi_kit.registry import objectives
+from tests.support.conjugate import F64, closed_form_elbo, fixed_guide, model
+from tests.support.conjugate import log_weight as conjugate_log_weight
 
 X, M, S = 1.5, 0.3, 0.7
-F64 = torch.float64
+guide = fixed_guide(M, S, torch.tensor([-1.0, 1.0]))
 
 
-def closed_form_elbo(x: float, m: float, s: float) -> float:
-    return -math.log(2 * math.pi) - 0.5 * ((x - m) ** 2 + s**2) - 0.5 * (m**2 + s**2) + 0.5 * math.log(2 * math.pi * math.e * s**2)
-
-
-def log_weight(z: torch.Tensor, x: float = X, m: float = M, s: float = S) -> torch.Tensor:
-    def normal(loc: object, scale: float) -> torch.distributions.Normal:
-        return torch.distributions.Normal(torch.as_tensor(loc, dtype=F64), torch.tensor(scale, dtype=F64))
-
-    return normal(z, 1.0).log_prob(torch.tensor(x, dtype=F64)) + normal(0.0, 1.0).log_prob(z) - normal(m, s).log_prob(z)
-
-
-class FixedNormal(dist.Normal):
-    """A normal whose reparameterised draws are loc + scale * EPS: fixed, known particles."""
-
-    EPS = torch.tensor([-1.0, 1.0], dtype=F64)
-
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        shape = self._extended_shape(sample_shape)
-        return self.loc.expand(shape) + self.scale.expand(shape) * self.EPS.expand(shape)
-
-
-def model(x: torch.Tensor) -> None:
-    with pyro.plate("data", x.shape[0], dim=-1):
-        z = pyro.sample("z", dist.Normal(torch.zeros((), dtype=F64), 1.0))
-        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-
-
-def guide(x: torch.Tensor) -> None:
-    with pyro.plate("data", x.shape[0], dim=-1):
-        pyro.sample("z", FixedNormal(torch.tensor(M, dtype=F64), torch.tensor(S, dtype=F64)))
+def log_weight(z: torch.Tensor, m: float = M, s: float = S) -> torch.Tensor:
+    return conjugate_log_weight(z, X, m, s)
 
 
 def test_the_bound_of_two_symmetric_draws_is_the_closed_form_elbo() -> None:

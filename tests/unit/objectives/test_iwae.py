@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import math
 
-import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 
@@ -16,40 +14,13 @@ from bbvi_kit import BBVILoss, Pathwise
 from bbvi_kit.objectives import ELBO, IWAE
 from bbvi_kit.objectives.iwae import log_mean_exp
 from bbvi_kit.registry import objectives
+from tests.support.conjugate import F64, closed_form_elbo, fixed_guide, log_evidence, log_weight, model
 
 X, M, S = 1.5, 0.0, 1.5
-F64 = torch.float64
-LOG_EVIDENCE = -0.5 * math.log(2 * math.pi * 2) - X**2 / 4
-CLOSED_FORM_ELBO = -math.log(2 * math.pi) - 0.5 * ((X - M) ** 2 + S**2) - 0.5 * (M**2 + S**2) + 0.5 * math.log(2 * math.pi * math.e * S**2)
-
-
-def normal(loc: object, scale: float) -> torch.distributions.Normal:
-    return torch.distributions.Normal(torch.as_tensor(loc, dtype=F64), torch.tensor(scale, dtype=F64))
-
-
-def log_weight(z: torch.Tensor, m: float = M, s: float = S) -> torch.Tensor:
-    return normal(z, 1.0).log_prob(torch.tensor(X, dtype=F64)) + normal(0.0, 1.0).log_prob(z) - normal(m, s).log_prob(z)
-
-
-class FixedNormal(dist.Normal):
-    """A normal whose reparameterised draws are loc + scale * EPS: the particles are known."""
-
-    EPS = torch.tensor([[-1.0], [0.5], [2.0]], dtype=F64)  # [K=3, batch=1]
-
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        shape = self._extended_shape(sample_shape)
-        return self.loc.expand(shape) + self.scale.expand(shape) * self.EPS.expand(shape)
-
-
-def model(x: torch.Tensor) -> None:
-    with pyro.plate("data", x.shape[0], dim=-1):
-        z = pyro.sample("z", dist.Normal(torch.zeros((), dtype=F64), 1.0))
-        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-
-
-def guide(x: torch.Tensor) -> None:
-    with pyro.plate("data", x.shape[0], dim=-1):
-        pyro.sample("z", FixedNormal(torch.tensor(M, dtype=F64), torch.tensor(S, dtype=F64)))
+EPS = torch.tensor([[-1.0], [0.5], [2.0]], dtype=F64)  # [K=3, batch=1]
+guide = fixed_guide(M, S, EPS)
+LOG_EVIDENCE = log_evidence(X)
+CLOSED_FORM_ELBO = closed_form_elbo(X, M, S)
 
 
 def test_the_bound_is_the_log_of_the_mean_weight() -> None:
@@ -58,8 +29,8 @@ def test_the_bound_is_the_log_of_the_mean_weight() -> None:
 
 
 def test_the_loss_of_a_pyro_program_is_the_log_mean_exp_of_hand_computed_log_weights() -> None:
-    z = M + S * FixedNormal.EPS[:, 0]
-    w = [math.exp(v) for v in log_weight(z).tolist()]
+    z = M + S * EPS[:, 0]
+    w = [math.exp(v) for v in log_weight(z, X, M, S).tolist()]
     expected = math.log(sum(w) / 3)
     result = BBVILoss(model, guide, IWAE(num_particles=3), Pathwise(), max_plate_nesting=1)(torch.tensor([X], dtype=F64))
     assert result.loss.item() == pytest.approx(-expected, abs=1e-12)
@@ -77,7 +48,7 @@ def test_in_expectation_iwae_lies_between_the_elbo_and_log_evidence_and_grows_wi
     means = {}
     for k in (1, 4, 32):
         z = M + S * torch.randn(k, 4000, generator=generator, dtype=F64)
-        values = IWAE(num_particles=k).bound(log_weight(z))
+        values = IWAE(num_particles=k).bound(log_weight(z, X, M, S))
         means[k] = (values.mean().item(), values.std().item() / math.sqrt(4000))
     # K = 1 is the ELBO (to Monte Carlo error); larger K closes the gap toward log p(x), never past it.
     assert abs(means[1][0] - CLOSED_FORM_ELBO) < 5 * means[1][1]
@@ -88,7 +59,7 @@ def test_in_expectation_iwae_lies_between_the_elbo_and_log_evidence_and_grows_wi
 
 def test_at_the_exact_posterior_every_k_gives_log_evidence() -> None:
     z = torch.tensor([[-2.0], [0.1], [3.0], [0.75]], dtype=F64)
-    got = IWAE(num_particles=4).bound(log_weight(z, m=X / 2, s=math.sqrt(0.5)))
+    got = IWAE(num_particles=4).bound(log_weight(z, X, X / 2, math.sqrt(0.5)))
     assert got.item() == pytest.approx(LOG_EVIDENCE, abs=1e-12)
 
 

@@ -6,10 +6,8 @@ the error message naming the latest checkpoint."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 import torch
 
 from bbvi_kit.checkpoint import Checkpoints
@@ -35,14 +33,6 @@ class Buffered(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffered_marker": 7}
-
-
-@pytest.fixture
-def run(tmp_path: Path) -> Iterator[RunDirectory]:
-    directory = RunDirectory(tmp_path)
-    yield directory
-    directory.close()
-    directory.release()
 
 
 def make(run: RunDirectory, every: int | None = None, keep: int = 10) -> tuple[Checkpointing, list[str]]:

@@ -5,10 +5,8 @@ without a test set), with which seed and split, the reference gap columns, rows 
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 import torch
 from torch.utils.data import TensorDataset
 
@@ -42,14 +40,6 @@ class Flushes(Callback):
 
     def flush(self, loop: LoopState) -> None:
         self.events.append("flush")
-
-
-@pytest.fixture
-def run(tmp_path: Path) -> Iterator[RunDirectory]:
-    directory = RunDirectory(tmp_path)
-    yield directory
-    directory.close()
-    directory.release()
 
 
 def drive(evaluation: Evaluation, total: int, per_epoch: int, events: list[Any] | None = None) -> list[int]:

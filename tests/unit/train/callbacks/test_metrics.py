@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -37,14 +37,6 @@ def result(loss: float, total: float = 4.0, lr: float = 0.1, problem: str | None
     norms = {"total": torch.tensor(total), "model": torch.tensor(total / 4), "guide": torch.tensor(3 * total / 4)}
     return StepResult(loss=torch.tensor(loss), norms=norms, lr=lr, problem=problem,
                       finite=None if finite is None else torch.tensor(finite))
-
-
-@pytest.fixture
-def run(tmp_path: Path) -> Iterator[RunDirectory]:
-    directory = RunDirectory(tmp_path)
-    yield directory
-    directory.close()
-    directory.release()
 
 
 def step(log: MetricsLog, loop: LoopState, res: StepResult) -> None:
