@@ -25,15 +25,23 @@ pytest_plugins = ["tests.support.report_pages"]  # the report pages' fixtures, f
 # first, so that no worker is left running one of them alone at the end. Only the order changes.
 HEAVIEST_FIRST = (
     "tests/integration/test_resume.py",  # ~190 s (the kill at every file-creation point: ~75 s)
-    "tests/integration/test_executors.py",  # ~150 s
-    "tests/integration/test_recipes.py",  # ~70 s
-    "tests/integration/test_data_parallel.py",  # ~45 s
-    "tests/unit/report/test_report.py",
-    "tests/integration/test_report_browser.py",
+    "tests/integration/test_executors.py",  # ~140 s
+    "tests/integration/test_recipes.py",  # ~80 s
+    "tests/integration/test_data_parallel.py",  # ~40 s
+    "tests/unit/report/test_report.py",  # with the browser test (SAME_WORKER)
     "tests/integration/test_plugin_entry_points.py",
     "tests/integration/test_benchmarks.py",
     "tests/unit/diagnostics/test_noise.py",
+    "tests/unit/plots/test_plots.py",
+    "tests/unit/plugins/test_model_plugins.py",
+    "tests/unit/diagnostics/test_full_gradient.py",
     "tests/integration/test_cli_processes.py",
+    "tests/integration/test_examples.py",
+    "tests/unit/test_checkpoint.py",
+    "tests/unit/config/test_hostile_recipes.py",
+    "tests/unit/test_sweep.py",
+    "tests/unit/infer/test_pyro_programs.py",
+    "tests/unit/diagnostics/test_full_gradient_linear_vae.py",
 )
 
 
