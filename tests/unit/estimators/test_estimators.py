@@ -19,62 +19,10 @@ from pyro.infer import RenyiELBO, Trace_ELBO
 
 from bbvi_kit import ELBO, IWAE, BBVILoss, BetaELBO, DataInfo, Pathwise, ScoreFunction
 from bbvi_kit_plugins.gaussian_vae import GaussianVAE
+from tests.support.conjugate import X_OBS, Conjugate
 
-X_OBS = 1.5
 REPLICATES = 4000  # independent examples per pass (same x), averaged by the per-example loss
 PASSES = 16  # independent passes; their spread gives the Monte Carlo standard error
-
-
-class Conjugate:
-    """The conjugate Gaussian model with float64 parameters theta = mu0, phi = (m, log s)."""
-
-    def __init__(self, mu0: float = 0.3, m: float = 0.2, s: float = 0.8) -> None:
-        self.mu0 = torch.tensor(mu0, dtype=torch.float64, requires_grad=True)
-        self.m = torch.tensor(m, dtype=torch.float64, requires_grad=True)
-        self.log_s = torch.tensor(math.log(s), dtype=torch.float64, requires_grad=True)
-        self.params = [self.mu0, self.m, self.log_s]
-        self.model_calls = 0
-        self.guide_calls = 0
-
-    def model(self, x: torch.Tensor) -> None:
-        self.model_calls += 1
-        with pyro.plate("data", x.shape[0], dim=-1):
-            z = pyro.sample("z", dist.Normal(self.mu0, 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-
-    def guide(self, x: torch.Tensor) -> None:
-        self.guide_calls += 1
-        with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("z", dist.Normal(self.m, self.log_s.exp()))
-
-    def log_weight(self, z: torch.Tensor) -> torch.Tensor:
-        s = self.log_s.exp()
-        return (
-            dist.Normal(z, 1.0).log_prob(torch.tensor(X_OBS, dtype=torch.float64))
-            + dist.Normal(self.mu0, 1.0).log_prob(z)
-            - dist.Normal(self.m, s).log_prob(z)
-        )
-
-    def exact_elbo(self) -> torch.Tensor:
-        s = self.log_s.exp()
-        return (
-            -math.log(2 * math.pi)
-            - 0.5 * ((X_OBS - self.m) ** 2 + s**2)
-            - 0.5 * ((self.m - self.mu0) ** 2 + s**2)
-            + 0.5 * torch.log(2 * math.pi * math.e * s**2)
-        )
-
-    def quadrature_iwae2(self, nodes: int = 80) -> torch.Tensor:
-        eps, weights = np.polynomial.hermite_e.hermegauss(nodes)
-        eps = torch.tensor(eps, dtype=torch.float64)
-        weights = torch.tensor(weights / math.sqrt(2 * math.pi), dtype=torch.float64)
-        z = self.m + self.log_s.exp() * eps
-        lw = self.log_weight(z)
-        pair = torch.logaddexp(lw[:, None], lw[None, :]) - math.log(2)
-        return (weights[:, None] * weights[None, :] * pair).sum()
-
-    def exact_grad(self, value: torch.Tensor) -> torch.Tensor:
-        return torch.stack(torch.autograd.grad(value, self.params))
 
 
 def estimate_gradient(problem: Conjugate, objective, estimator, passes: int = PASSES) -> tuple[np.ndarray, np.ndarray]:
