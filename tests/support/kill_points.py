@@ -42,6 +42,13 @@ from fork_server import preload  # noqa: E402
 
 preload()
 from bbvi_kit import cli  # noqa: E402
+from bbvi_kit.plots.common import STYLE  # noqa: E402
+
+# PDF text as Type 3 fonts instead of the product's embedded Type 42 subsets: each PDF takes about
+# 0.05 s instead of 0.2 s (fontTools subsetting), most of a trial's time. The figures are written
+# through the same atomic save, so the file-creation points are the same; what is compared after a
+# resume is the CSV rows, not the figures' bytes.
+STYLE["pdf.fonttype"] = 3
 
 
 def _hook_creation_points(under: str, seen: list[str], before: Callable[[int, str], None] | None = None) -> None:
