@@ -1,10 +1,10 @@
 """``bbvi-kit`` processes without the start-up: a server that imports bbvi-kit once and forks one
 child per command.
 
-A fresh ``python -m bbvi_kit`` spends most of a small test run importing torch, torch's compiler
-stack (the optimizers import it), Pyro, scikit-learn and matplotlib: about 5 of the 7 seconds of
-a 48-step run on this project's 2-core machines. The fault-injection tests start dozens of them.
-``python tests/support/fork_server.py`` imports all of that once (as ``tests/support/kill_points.py`` does), never
+A fresh ``python -m bbvi_kit`` spends most of a small test run (48 steps on this project's 2-core
+machines) importing torch, torch's compiler stack (the optimizers import it), Pyro and
+matplotlib. The fault-injection tests start dozens of them. ``python tests/support/fork_server.py``
+imports all of that once (as ``tests/support/kill_points.py`` does), never
 runs a torch operation, and then, for each request on its stdin, forks a child that is the
 process a test would have started: its own process id (a test signals or SIGKILLs it from
 outside, or it kills itself through the fault plugin), the request's environment, working folder,
@@ -35,7 +35,7 @@ from pathlib import Path
 
 MAIN = str(Path(__file__).resolve().parents[2] / "bbvi_kit" / "__main__.py")
 PRELOAD = [  # what a run imports, best first
-    "torch", "torch._dynamo", "pyro", "sklearn.datasets", "matplotlib.pyplot", "yaml", "click",
+    "torch", "torch._dynamo", "pyro", "matplotlib.pyplot", "yaml", "click",
     "bbvi_kit", "bbvi_kit.cli", "bbvi_kit.runner", "bbvi_kit.sweep_runner", "bbvi_kit.plots", "bbvi_kit.report",
     "bbvi_kit_plugins.gaussian_vae",
 ]

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import pytest
 import torch
 
 from bbvi_kit.data import Digits
+from bbvi_kit.data.digits import read_digits
+from bbvi_kit.errors import InputError
 
 
 def test_digits_is_the_real_dataset_in_unit_range() -> None:
@@ -35,3 +41,30 @@ def test_labels_option() -> None:
     x, y = splits.train.tensors
     assert y.dtype == torch.long and set(y.tolist()) == set(range(10))
     assert splits.info.num_classes == 10
+
+
+def test_the_file_read_is_what_scikit_learn_loads() -> None:
+    """bbvi-kit reads scikit-learn's bundled file without importing scikit-learn; it must give
+    exactly ``load_digits()``."""
+    from sklearn.datasets import load_digits
+
+    pixels, digits = read_digits()
+    bunch = load_digits()
+    assert np.array_equal(pixels, bunch.images) and np.array_equal(digits, bunch.target)
+    assert pixels.shape == (1797, 8, 8)
+
+
+def test_without_the_file_the_error_says_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import importlib.machinery
+    import importlib.util
+
+    from bbvi_kit.data import digits as module
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(InputError, match=r"^dataset digits needs scikit-learn, which is not installed: pip install"):
+        Digits().load()
+    spec = importlib.machinery.ModuleSpec("sklearn", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path)]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
+    with pytest.raises(InputError, match=rf"no digits file at {tmp_path}"):
+        module.digits_file()
