@@ -1,7 +1,7 @@
 """Data-parallel training under torchrun, on the CPU with the gloo backend.
 
-A 2-process run with global batch B must give the loss and gradient-norm trace of a 1-process
-run with batch B: exactly so, up to floating-point rounding, for a model whose gradient does
+A 2-process run with global batch B must give the loss and gradient-norm trace of a plain
+(not distributed) run with batch B: exactly so, up to floating-point rounding, for a model whose gradient does
 not depend on random draws (a VAE whose encoder is a point mass); the shards are uneven (B=99)
 and so is the last batch. With the score-function estimator every rank must hold the same
 running-mean baseline and make the same update. Only rank 0 writes.
@@ -15,9 +15,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
+
+from tests.support.cli import run_dir_from
 
 pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="gloo on POSIX"), pytest.mark.slow]
 
@@ -100,9 +103,11 @@ def assert_close_rows(a: list[dict[str, float]], b: list[dict[str, float]]) -> N
             assert ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-6), (key, ra["step"], ra[key], rb[key])
 
 
-def test_two_processes_give_the_trace_of_one_with_the_same_global_batch(tmp_path: Path) -> None:
+def test_two_processes_give_the_trace_of_one_with_the_same_global_batch(tmp_path: Path, cli_run: Callable) -> None:
     root = workdir(tmp_path)
-    single = launch(root, 1, "single")
+    code, out, err = cli_run(["run", root / "recipe.yaml", "--out", root / "single"])  # in this process
+    assert code == 0, err
+    single = run_dir_from(out)
     parallel = launch(root, 2, "parallel")
     one, two = rows(single / "metrics.csv"), rows(parallel / "metrics.csv")
     assert len(one) == 30  # 1438 digits / 99 = 15 batches (the last of 52) x 2 epochs
@@ -122,13 +127,3 @@ def test_the_score_baseline_and_the_update_are_the_same_on_every_rank(tmp_path: 
     assert rank0["running_mean"] == pytest.approx(rank1["running_mean"], rel=1e-6)
     assert rank0["parameters"] == rank1["parameters"]  # the same all-reduced gradient, the same Adam step
     assert all(r["loss"] == r["loss"] for r in rows(run / "metrics.csv"))
-
-
-def test_a_sweep_is_refused_under_torchrun(tmp_path: Path) -> None:
-    root = workdir(tmp_path, training={"seeds": [0, 1]})
-    environment = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "bbvi_kit", "run", "recipe.yaml"]
-    done = subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0 and "trains one run data-parallel" in done.stderr
-    assert not (root / "runs").exists()

@@ -117,24 +117,21 @@ def test_a_preempted_ray_task_is_resubmitted_and_goes_on_from_its_checkpoint(
 
 
 def test_a_sweep_whose_worker_died_is_finished_by_resume_with_an_executor(
-    tmp_path: Path, local_reference: dict[str, Any]
+    tmp_path: Path, local_reference: dict[str, Any], cli_run: Callable
 ) -> None:
     """Every worker process dies at its step 6 (SIGKILL); ``--resume --executor local`` then
-    finishes every run from its checkpoint. (In subprocesses: the fault plugin, once imported
-    with the variable set, would kill whatever process trains next.)"""
+    finishes every run from its checkpoint. (The killed sweep's driver is a subprocess: the fault
+    plugin, once imported with the variable set, would kill whatever process trains next. The
+    resume runs in this process, whose environment does not set it.)"""
     recipe = write_recipe(tmp_path)
-
-    def bbvi(*args: object, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "bbvi_kit", *map(str, args)], cwd=tmp_path, text=True,
-                              capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1", **env}, timeout=300)
-
-    done = bbvi("run", recipe, "--executor", "local", "--workers", "2", "--out", tmp_path / "runs",
-                BBVI_TEST_KILL_AT_STEP="6")
+    done = subprocess.run([sys.executable, "-m", "bbvi_kit", "run", str(recipe), "--executor", "local", "--workers", "2",
+                           "--out", str(tmp_path / "runs")], cwd=tmp_path, text=True, capture_output=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "BBVI_TEST_KILL_AT_STEP": "6"}, timeout=300)
     assert done.returncode == 1, done.stderr
     assert "the worker process running it died" in done.stderr and "--resume finishes it" in done.stderr
     sweep = sweep_dir(tmp_path / "runs")
-    done = bbvi("run", "--resume", sweep, "--executor", "local", "--workers", "2")
-    assert done.returncode == 0, done.stderr
+    code, _, err = cli_run(["run", "--resume", sweep, "--executor", "local", "--workers", "2"])
+    assert code == 0, err
     assert outputs(sweep) == local_reference
 
 
@@ -211,12 +208,14 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("driver_signal", [signal.SIGKILL, signal.SIGTERM])
 def test_pool_workers_never_outlive_their_driver(
-    tmp_path: Path, local_reference: dict[str, Any], driver_signal: signal.Signals
+    tmp_path: Path, local_reference: dict[str, Any], driver_signal: signal.Signals, cli_run: Callable
 ) -> None:
     """The driver of a 2-worker sweep is killed (SIGKILL: the workers notice their parent is gone)
     or stopped (SIGTERM: it asks them to stop) while both workers train: every worker stops its
-    run at a step boundary with a checkpoint and exits, and ``--resume`` finishes the sweep with
-    the values of an uninterrupted one."""
+    run at a step boundary with a checkpoint and exits. Both leave the same runs (asserted), so
+    ``--resume`` (in this process) finishes one of them, the stopped sweep, with the values of an
+    uninterrupted one; a resume of a sweep whose driver was killed is
+    tests/integration/test_resume.py's."""
     recipe = write_recipe(tmp_path)
     pids = tmp_path / "pids"
     pids.mkdir()
@@ -245,8 +244,7 @@ def test_pool_workers_never_outlive_their_driver(
         assert (info["status"], info["signal"]) == ("interrupted", "SIGTERM"), info
         latest = json.loads((sweep / folder / "checkpoints" / "index.json").read_text())["checkpoints"][-1]
         assert latest["step"] == info["steps_done"]  # stopped at a step boundary, with its checkpoint
-    done = subprocess.run([sys.executable, "-m", "bbvi_kit", "run", "--resume", str(sweep), "--executor", "local",
-                           "--workers", "2"], cwd=tmp_path, text=True, capture_output=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert outputs(sweep) == local_reference
+    if driver_signal == signal.SIGTERM:
+        code, _, err = cli_run(["run", "--resume", sweep, "--executor", "local", "--workers", "2"])
+        assert code == 0, err
+        assert outputs(sweep) == local_reference

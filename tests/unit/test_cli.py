@@ -155,6 +155,23 @@ def test_usage_errors_are_one_line_and_exit_2(cli_run: Callable, args: list[str]
     assert_one_line_error(err, problem, "--help")
 
 
+@pytest.mark.parametrize("args, problem", [
+    (["run", QUICKSTART, "training.seeds=[0,1]"], "give a recipe without training.seeds or sweep"),
+    (["run", "--resume", "runs/x"], "no --resume or --executor"),
+])
+def test_under_torchrun_a_run_is_one_data_parallel_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        cli_run: Callable, args: list[str], problem: str) -> None:
+    """torchrun starts each process with ``WORLD_SIZE`` set (a real 2-process run is
+    tests/integration/test_data_parallel.py): a sweep or a resume there is refused before any
+    process group is made, and nothing is written."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli_run(args)
+    assert code == 2
+    assert_one_line_error(err, "under torchrun, bbvi-kit run trains one run data-parallel", problem)
+    assert list(tmp_path.iterdir()) == []
+
+
 # --------------------------------------------------------------------------------------------
 # a real run
 
