@@ -21,14 +21,14 @@ pytest_plugins = ["tests.support.report_pages"]  # the report pages' fixtures, f
 
 
 # pytest-xdist hands out whole files (--dist loadfile, pyproject.toml), so a module's fixtures are
-# built once. The heaviest files (seconds of test time on 2 cores, measured 2026-12-05) go out
+# built once. The heaviest files (seconds of test time on 2 cores, measured 2026-12-06) go out
 # first, so that no worker is left running one of them alone at the end. Only the order changes.
 HEAVIEST_FIRST = (
-    "tests/integration/test_resume.py",  # ~190 s (the kill at every file-creation point: ~75 s)
-    "tests/integration/test_executors.py",  # ~140 s
-    "tests/integration/test_recipes.py",  # ~80 s
-    "tests/integration/test_data_parallel.py",  # ~40 s
-    "tests/unit/report/test_report.py",  # with the browser test (SAME_WORKER)
+    "tests/integration/test_resume.py",  # ~105 s (the kill at every file-creation point: ~25 s)
+    "tests/integration/test_executors.py",  # ~90 s
+    "tests/integration/test_recipes.py",  # ~75 s
+    "tests/unit/report/test_report.py",  # ~25 s, with the browser test (SAME_WORKER)
+    "tests/integration/test_data_parallel.py",  # ~20 s
     "tests/integration/test_plugin_entry_points.py",
     "tests/integration/test_benchmarks.py",
     "tests/unit/diagnostics/test_noise.py",
