@@ -13,7 +13,7 @@ from bbvi_kit.diagnostics import Diagnostic, DiagnosticContext, DiagnosticOption
 from bbvi_kit.config import TrainingOptions
 from bbvi_kit.engine import History, Trainer
 from bbvi_kit.errors import BBVIError, InputError, TrainingError
-from bbvi_kit.estimators import Auto, Estimator, Pathwise, ScoreFunction
+from bbvi_kit.estimators import Auto, DReG, Estimator, Pathwise, ScoreFunction, StickingTheLanding
 from bbvi_kit.infer import BBVI, StepResult
 from bbvi_kit.loss import BBVILoss
 from bbvi_kit.model import BBVIModel
@@ -49,6 +49,7 @@ __all__ = [
     "Diagnostic",
     "DiagnosticContext",
     "DiagnosticOptions",
+    "DReG",
     "ELBO",
     "Estimator",
     "History",
@@ -62,6 +63,7 @@ __all__ = [
     "Schedule",
     "ScoreFunction",
     "StepResult",
+    "StickingTheLanding",
     "Trainer",
     "TrainingError",
     "TrainingOptions",

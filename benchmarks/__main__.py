@@ -1,7 +1,7 @@
 """``python -m benchmarks``: run every benchmark and write benchmarks/RESULTS.md (and .json).
 
 Options: ``--out PATH`` (default benchmarks/RESULTS.md), ``--only GROUP`` (training_step,
-profile, heldout, data_loading; repeatable), ``--smoke`` (tiny sizes, seconds: checks that the
+profile, estimators, heldout, data_loading; repeatable), ``--smoke`` (tiny sizes, seconds: checks that the
 benchmarks run, measures nothing worth reading), ``--render`` (write RESULTS.md again from its
 .json, e.g. after editing NOTES.md).
 """
@@ -17,13 +17,13 @@ from typing import Any
 
 import torch
 
-from benchmarks import data_loading, heldout, profile_step, training_step
+from benchmarks import data_loading, estimators, heldout, profile_step, training_step
 from benchmarks.harness import machine
 from bbvi_kit.devices import resolve_device
 from bbvi_kit.runs import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
-GROUPS = ("training_step", "profile", "heldout", "data_loading")
+GROUPS = ("training_step", "profile", "estimators", "heldout", "data_loading")
 TARGET = 1.10
 NORM_TARGET = 0.03
 
@@ -139,6 +139,8 @@ def render(results: dict[str, Any]) -> str:
         lines += training_step_section(results["training_step"])
     if "profile" in results:
         lines += profile_section(results["profile"])
+    if "estimators" in results:
+        lines += estimators.section(results["estimators"])
     if "heldout" in results:
         lines += heldout_section(results["heldout"])
     if "data_loading" in results:
@@ -182,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         cases = [c for c in training_step.CASES if c.name in ("mlp_pathwise_k1", "mlp_iwae_k5")]
         results["profile"] = [profile_step.run(training_step.smoke(c) if args.smoke else c,
                                                **({"rounds": 1, "steps": 3} if args.smoke else {})) for c in cases]
+    if "estimators" in groups:
+        print("estimators: pathwise, stl, dreg", file=sys.stderr, flush=True)
+        results["estimators"] = estimators.run(smoke_run=args.smoke)
     if "heldout" in groups:
         print("held-out IWAE evaluation", file=sys.stderr, flush=True)
         results["heldout"] = heldout.run(smoke_run=args.smoke)

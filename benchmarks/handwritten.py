@@ -30,13 +30,14 @@ def normal_log_prob(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor)
 
 
 def log_weights(vae: GaussianVAE, x: torch.Tensor, num_particles: int, *,
-                reparameterized: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                reparameterized: bool = True, stop_q: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log w, log q)``, both ``[K, B]``, for the batch ``x`` of the Gaussian VAE ``vae``.
 
     ``reparameterized``: z = loc + scale * eps carries gradients to the encoder (pathwise);
     otherwise z is drawn without a gradient path (score function), ``log q`` is the factor of
     the score term, and it enters ``log w`` without its direct gradient (zero in expectation for
-    the ELBO, as in Pyro's ``Trace_ELBO``).
+    the ELBO, as in Pyro's ``Trace_ELBO``). ``stop_q``: log q evaluated at z with the encoder's
+    outputs detached (sticking the landing).
     """
     n_event = len(vae.event_shape)
     loc, scale = vae.encode(x)
@@ -57,7 +58,7 @@ def log_weights(vae: GaussianVAE, x: torch.Tensor, num_particles: int, *,
         log_px = normal_log_prob(target, mean, scale_x)
     log_px = log_px.reshape(log_px.shape[: log_px.dim() - n_event] + (-1,)).sum(-1)
     log_pz = normal_log_prob(z, torch.zeros_like(z), torch.ones_like(z)).sum(-1)
-    log_q = normal_log_prob(z, loc, scale).sum(-1)
+    log_q = normal_log_prob(z, loc.detach(), scale.detach()).sum(-1) if stop_q else normal_log_prob(z, loc, scale).sum(-1)
     return log_pz + log_px - (log_q if reparameterized else log_q.detach()), log_q
 
 
@@ -82,3 +83,27 @@ def score_elbo_loss(vae: GaussianVAE, x: torch.Tensor, num_particles: int) -> to
     n = x.shape[0]
     signal = log_w.detach() / num_particles
     return -log_w.mean(0).sum() / n - (signal * log_q).sum() / n
+
+
+def stl_elbo_loss(vae: GaussianVAE, x: torch.Tensor, num_particles: int) -> torch.Tensor:
+    """Sticking the landing (Roeder et al. 2017): the pathwise negative ELBO with log q's
+    parameters (the encoder's outputs) detached."""
+    log_w, _ = log_weights(vae, x, num_particles, stop_q=True)
+    return -log_w.mean(0).sum() / x.shape[0]
+
+
+def dreg_iwae_gradients(vae: GaussianVAE, x: torch.Tensor, num_particles: int) -> dict[str, torch.Tensor]:
+    """DReG (Tucker et al. 2019) written as the paper states it, one surrogate per group: the
+    decoder (theta) from -(1/B) sum wtilde_k log w_k, the encoder (phi) from
+    -(1/B) sum wtilde_k^2 log w_k with log q's parameters stopped; two backward passes. Returns
+    the gradient of every named parameter."""
+    log_w, _ = log_weights(vae, x, num_particles, stop_q=True)
+    weights = torch.softmax(log_w.detach(), dim=0)
+    groups = vae.parameter_groups()
+    names = {id(p): n for n, p in vae.named_parameters()}
+    out = {}
+    for group, factor in (("theta", weights), ("phi", weights**2)):
+        params = groups[group]
+        grads = torch.autograd.grad(-(factor * log_w).sum() / x.shape[0], params, retain_graph=True)
+        out.update({names[id(p)]: g for p, g in zip(params, grads)})
+    return out

@@ -45,6 +45,7 @@ from bbvi_kit.estimators._sites import (
     DrawLatents, SiteModePolicy, describe, is_deterministic, is_enumerated, latent_sample_sites,
     refuse_model_enumeration,
 )
+from bbvi_kit.estimators._stopped import PathScales, refuse_dependent_sites, stopped_log_prob
 
 PARTICLE_PLATE = "_bbvi_particles"
 
@@ -79,6 +80,7 @@ class Particles:
             the per-example bound is multiplied by it.
         examples: the divisor of per-example values (:mod:`bbvi_kit.estimators._examples`).
         model_trace, guide_trace: the Pyro traces (of the last particle when drawn in a loop).
+        keep_shape: the shape of ``log_weights`` with the plate dims summed over kept as size 1.
     """
 
     log_weights: torch.Tensor
@@ -87,10 +89,27 @@ class Particles:
     examples: Examples
     model_trace: Trace
     guide_trace: Trace
+    keep_shape: tuple[int, ...] = ()
 
     @property
     def num_examples(self) -> float:
         return self.examples.count
+
+    def at_guide_sites(self, weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``weights`` (shaped as ``log_weights``) shaped to broadcast against the value of each
+        guide latent (its batch dims, then size 1 for its event dims)."""
+        full = weights.reshape(self.keep_shape)
+        out = {}
+        for site in latent_sample_sites(self.guide_trace):
+            events = len(site["fn"].event_shape)
+            batch = site["value"].dim() - events
+            lead = full.shape[: full.dim() - batch]
+            if any(size != 1 for size in lead):
+                raise InputError(f"site {site['name']!r} has fewer batch dims than the particles and examples "
+                                 "it should vary over; declare its plates")
+            here = full.reshape(full.shape[full.dim() - batch:])
+            out[site["name"]] = here.reshape(here.shape + (1,) * events)
+        return out
 
 
 def sample_sites(trace: Trace) -> list[dict[str, Any]]:
@@ -213,7 +232,8 @@ def check_shapes(sites: list[dict[str, Any]], max_plate_nesting: int) -> None:
 
 def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, num_particles: int,
               max_plate_nesting: int, policy: SiteModePolicy, latent_scale: float, examples: ExamplesSpec,
-              check: bool, held_log_q_in_bound: bool) -> Particles:
+              check: bool, held_log_q_in_bound: bool, stop_guide: str | None,
+              path_scales: PathScales | None) -> Particles:
     total_dims = max_plate_nesting + 1
     particle_dim = -total_dims
 
@@ -227,7 +247,7 @@ def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
 
         return wrapped
 
-    draw = DrawLatents(policy)
+    draw = DrawLatents(policy, path_scales)
     handlers: list[Any] = [draw]
     if latent_scale != 1.0:
         handlers.append(LatentScale(latent_scale))
@@ -247,9 +267,14 @@ def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
     model_sites = [s for s in sample_sites(model_trace) if not is_deterministic(s)]
     model_only = [s for s in model_sites if not s["is_observed"] and s["name"] not in guide_names]
     refuse_model_enumeration(model_only)
+    if stop_guide is not None and model_only:
+        raise InputError(f"estimator {stop_guide}: model site {model_only[0]['name']!r} is not in the guide (drawn "
+                         "from its prior, whose parameters are the model's): use estimator 'pathwise'")
     nesting = total_dims if num_particles > 1 else max_plate_nesting
     if check:
         check_match(model_trace, guide_trace, nesting)
+        if stop_guide is not None:
+            refuse_dependent_sites(guide_sites, stop_guide)
         if model_only:
             warnings.warn(
                 "bbvi-kit: model sites not in the guide are drawn from their prior (their prior is part "
@@ -278,6 +303,9 @@ def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
     log_w: torch.Tensor | None = None
     for sign, trace, sites in ((1.0, model_trace, weighted), (-1.0, guide_trace, guide_sites)):
         for site in sites:
+            if sign < 0 and stop_guide is not None:  # the same value, without the score part's gradient
+                scale = site["scale"] if is_one(data_scale) else site["scale"] / data_scale
+                site["log_prob"] = scale_and_mask(stopped_log_prob(site, stop_guide), scale, site["mask"])
             term = _reduce_to(_log_prob(trace, site, data_scale), total_dims, keep, site["name"])
             if sign < 0 and not held_log_q_in_bound and site["name"] in draw.held:
                 term = term.detach()  # its direct gradient has expectation 0 (see Objective)
@@ -298,6 +326,7 @@ def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
     squeeze_dims = [d for d in range(-total_dims, 0) if d not in keep]
     if log_w.shape[0] != num_particles:  # no site depends on the particle
         log_w = log_w.expand((num_particles, *log_w.shape[1:]))
+    keep_shape = tuple(log_w.shape)
     if score is not None and score.shape != log_w.shape:
         score = score.expand(log_w.shape)
     if squeeze_dims:
@@ -305,7 +334,7 @@ def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
         if score is not None:
             score = score.squeeze(squeeze_dims)
     found = find_examples(model_trace, examples, ignore=frozenset({PARTICLE_PLATE}))
-    return Particles(log_w, score, data_scale, found, model_trace, guide_trace)
+    return Particles(log_w, score, data_scale, found, model_trace, guide_trace, keep_shape)
 
 
 def trace_particles(
@@ -322,16 +351,25 @@ def trace_particles(
     check: bool = False,
     vectorise: bool = True,
     held_log_q_in_bound: bool = True,
+    stop_guide: str | None = None,
+    path_scales: PathScales | None = None,
 ) -> Particles:
     """Run guide and model once, vectorised over ``num_particles`` (or, with ``vectorise=False``,
     once per particle); see the module docstring. ``check`` runs the model/guide shape checks of
     :func:`check_match` and :func:`check_shapes` and warns about model-only and enumerated guide
     sites. ``held_log_q_in_bound: False`` takes the log density of the sites held fixed into
-    ``log w`` without its direct gradient (valid where the bound is a mean of log weights)."""
+    ``log w`` without its direct gradient (valid where the bound is a mean of log weights).
+    ``stop_guide`` (an estimator's name, for its refusals) evaluates the guide's log densities
+    with their parameters stopped (:mod:`bbvi_kit.estimators._stopped`); ``path_scales`` weighs
+    each reparameterised value's gradient on the way back."""
     options: dict[str, Any] = dict(max_plate_nesting=max_plate_nesting, policy=policy, latent_scale=latent_scale,
-                   examples=examples, check=check, held_log_q_in_bound=held_log_q_in_bound)
+                   examples=examples, check=check, held_log_q_in_bound=held_log_q_in_bound, stop_guide=stop_guide,
+                   path_scales=path_scales)
     if vectorise or num_particles == 1:
         return _one_pass(model, guide, args, kwargs, num_particles=num_particles, **options)
+    if path_scales is not None:
+        raise InputError(f"estimator {stop_guide}: the model does not broadcast over the particle dimension, and "
+                         "its particles' paths cannot be weighed one pass at a time: use estimator 'stl' or 'pathwise'")
     passes = [_one_pass(model, guide, args, kwargs, num_particles=1, **options) for _ in range(num_particles)]
     last = passes[-1]
     score = None if last.score_log_prob is None else torch.cat([p.score_log_prob for p in passes])  # type: ignore[misc]

@@ -77,14 +77,21 @@ def latent_sample_sites(trace: Any) -> list[dict[str, Any]]:
             if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
 
 
-def pathwise_mode(site: dict[str, Any]) -> Mode:
-    """Every latent reparameterised; a site without ``rsample`` is refused."""
-    if not site["fn"].has_rsample:
-        raise InputError(
-            f"estimator pathwise: site {site['name']!r} ({describe(site['fn'])}) has no rsample and "
-            "cannot be reparameterised; use estimator 'auto' (score-function terms for such sites) or 'score'"
-        )
-    return "reparam"
+def reparameterised(estimator: str) -> SiteModePolicy:
+    """The policy of a pathwise estimator named ``estimator``: every latent reparameterised; a
+    site without ``rsample`` is refused."""
+    def policy(site: dict[str, Any]) -> Mode:
+        if not site["fn"].has_rsample:
+            raise InputError(
+                f"estimator {estimator}: site {site['name']!r} ({describe(site['fn'])}) has no rsample and "
+                "cannot be reparameterised; use estimator 'auto' (score-function terms for such sites) or 'score'"
+            )
+        return "reparam"
+
+    return policy
+
+
+pathwise_mode = reparameterised("pathwise")
 
 
 def score_mode(site: dict[str, Any]) -> Mode:
@@ -105,16 +112,22 @@ class DrawLatents(Messenger):
     and ``replay`` has filled the model's guide-covered sites before this handler looks at them.
     """
 
-    def __init__(self, policy: SiteModePolicy) -> None:
+    def __init__(self, policy: SiteModePolicy, path_scales: Any = None) -> None:
         super().__init__()
         self.policy = policy
+        self.path_scales = path_scales  # a _stopped.PathScales: reparameterised values get a scaled path
         self.held: set[str] = set()  # names of the sites drawn in score mode
 
     def _process_message(self, msg: Any) -> None:
         if msg["type"] != "sample" or msg["is_observed"] or msg["value"] is not None or site_is_subsample(msg):
             return
         if self.policy(msg) == "reparam":
-            return  # Pyro's default draw: ``fn()``, which is ``rsample`` where it exists
+            if self.path_scales is not None:  # Pyro's draw, whose gradient DReG weighs on the way back
+                from bbvi_kit.estimators._stopped import scaled_path
+
+                value = msg["fn"](*msg["args"], **msg["kwargs"])
+                msg["value"] = scaled_path(value, self.path_scales, msg["name"])
+            return  # else Pyro's default draw: ``fn()``, which is ``rsample`` where it exists
         fn = msg["fn"]
         if is_delta(fn):
             value = fn(*msg["args"], **msg["kwargs"])

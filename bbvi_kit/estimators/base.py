@@ -53,6 +53,11 @@ class Estimator(Configurable):
     def check(self, objective: Objective) -> None:
         """Raise ``ValueError`` when this estimator cannot serve ``objective``."""
 
+    def particle_options(self) -> dict[str, Any]:
+        """Extra options of the particle pass (:func:`bbvi_kit.estimators._particles.trace_particles`):
+        the path-only estimators stop the guide's parameters in ``log q``."""
+        return {}
+
     def surrogate(self, objective: Objective, particles: Particles) -> SurrogateLoss:
         raise NotImplementedError
 

@@ -8,12 +8,14 @@ The objective tests also use a guide with known particles, m + s * eps for fixed
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
+
+from bbvi_kit import BBVILoss
 
 F64 = torch.float64
 X_OBS = 1.5
@@ -109,3 +111,35 @@ def fixed_guide(m: float, s: float, eps: torch.Tensor) -> Callable[[torch.Tensor
             pyro.sample("z", FixedNormal(torch.tensor(m, dtype=F64), torch.tensor(s, dtype=F64)))
 
     return guide
+
+
+REPLICATES = 4000  # independent examples per pass (same x), averaged by the per-example loss
+PASSES = 16  # independent passes; their spread gives the Monte Carlo standard error
+
+
+def estimate_gradient(problem: Conjugate, objective: Any, estimator: Any,
+                      passes: int = PASSES) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error over passes of the gradient of the (per-example) loss."""
+    loss_fn = BBVILoss(problem.model, problem.guide, objective, estimator, max_plate_nesting=1)
+    x = torch.full((REPLICATES,), X_OBS, dtype=torch.float64)
+    grads = []
+    for _ in range(passes):
+        for p in problem.params:
+            p.grad = None
+        loss_fn(x).surrogate.backward()
+        grads.append(torch.stack([-p.grad for p in problem.params]).numpy())  # gradient of the bound
+    grads = np.array(grads)
+    return grads.mean(0), grads.std(0, ddof=1) / math.sqrt(passes)
+
+
+def loss_and_gradients(problem: Conjugate, objective: Any, estimator: Any, x: torch.Tensor,
+                       seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass at ``seed``: the reported loss and the gradient of the surrogate in
+    ``problem.params`` (mu0, m, log s)."""
+    loss_fn = BBVILoss(problem.model, problem.guide, objective, estimator, max_plate_nesting=1)
+    pyro.set_rng_seed(seed)
+    result = loss_fn(x)
+    for p in problem.params:
+        p.grad = None
+    result.surrogate.backward()
+    return result.loss, torch.stack([p.grad.clone() for p in problem.params])

@@ -17,27 +17,9 @@ import pytest
 import torch
 from pyro.infer import RenyiELBO, Trace_ELBO
 
-from bbvi_kit import ELBO, IWAE, BBVILoss, BetaELBO, DataInfo, Pathwise, ScoreFunction
+from bbvi_kit import ELBO, IWAE, BBVILoss, BetaELBO, DataInfo, DReG, Pathwise, ScoreFunction, StickingTheLanding
 from bbvi_kit_plugins.gaussian_vae import GaussianVAE
-from tests.support.conjugate import X_OBS, Conjugate
-
-REPLICATES = 4000  # independent examples per pass (same x), averaged by the per-example loss
-PASSES = 16  # independent passes; their spread gives the Monte Carlo standard error
-
-
-def estimate_gradient(problem: Conjugate, objective, estimator, passes: int = PASSES) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard error over passes of the gradient of the (per-example) loss."""
-    loss_fn = BBVILoss(problem.model, problem.guide, objective, estimator, max_plate_nesting=1)
-    x = torch.full((REPLICATES,), X_OBS, dtype=torch.float64)
-    grads = []
-    for _ in range(passes):
-        for p in problem.params:
-            p.grad = None
-        loss_fn(x).surrogate.backward()
-        grads.append(torch.stack([-p.grad for p in problem.params]).numpy())  # gradient of the bound
-    grads = np.array(grads)
-    return grads.mean(0), grads.std(0, ddof=1) / math.sqrt(passes)
-
+from tests.support.conjugate import X_OBS, Conjugate, estimate_gradient, loss_and_gradients
 
 ESTIMATORS = {
     "pathwise": lambda: Pathwise(),
@@ -226,3 +208,16 @@ def test_pathwise_refuses_discrete_latents() -> None:
         grads.append(-p.grad.item())
     se = np.std(grads, ddof=1) / math.sqrt(len(grads))
     assert abs(np.mean(grads) - exact.item()) < 4 * se + 1e-3
+
+
+@pytest.mark.parametrize("estimator", [StickingTheLanding, DReG])
+def test_path_only_estimators_keep_the_loss_and_theta_gradient_and_change_phi_s(estimator: type) -> None:
+    """STL and DReG change only the encoder's gradient: at the same seed the loss and theta's
+    gradient are pathwise IWAE's, phi's is not."""
+    problem = Conjugate()
+    x = torch.full((8,), X_OBS, dtype=torch.float64)
+    loss, grads = loss_and_gradients(problem, IWAE(num_particles=4), estimator(), x, seed=3)
+    pathwise_loss, pathwise = loss_and_gradients(problem, IWAE(num_particles=4), Pathwise(), x, seed=3)
+    assert torch.equal(loss, pathwise_loss)
+    torch.testing.assert_close(grads[0], pathwise[0], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(grads[1:], pathwise[1:])
