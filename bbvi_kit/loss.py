@@ -59,7 +59,7 @@ class BBVILoss:
         options: dict[str, Any] = dict(num_particles=self.objective.num_particles, max_plate_nesting=self.max_plate_nesting,
                        policy=self.estimator.site_policy(), latent_scale=self.objective.latent_scale,
                        examples=self.examples_spec, held_log_q_in_bound=not self.objective.linear_in_log_weights,
-                       **self.estimator.particle_options())
+                       analytic_kl=self.objective.analytic_kl, **self.estimator.particle_options())
         if self._checked:
             return trace_particles(self.model, self.guide, args, kwargs, vectorise=self.vectorise, **options)
         start = rng_state.capture()

@@ -45,6 +45,7 @@ from bbvi_kit.estimators._sites import (
     DrawLatents, SiteModePolicy, describe, is_deterministic, is_enumerated, latent_sample_sites,
     refuse_model_enumeration,
 )
+from bbvi_kit.estimators._kl import check_analytic, kl_terms
 from bbvi_kit.estimators._stopped import PathScales, refuse_dependent_sites, stopped_log_prob
 
 PARTICLE_PLATE = "_bbvi_particles"
@@ -233,7 +234,7 @@ def check_shapes(sites: list[dict[str, Any]], max_plate_nesting: int) -> None:
 def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, num_particles: int,
               max_plate_nesting: int, policy: SiteModePolicy, latent_scale: float, examples: ExamplesSpec,
               check: bool, held_log_q_in_bound: bool, stop_guide: str | None,
-              path_scales: PathScales | None) -> Particles:
+              path_scales: PathScales | None, analytic_kl: bool) -> Particles:
     total_dims = max_plate_nesting + 1
     particle_dim = -total_dims
 
@@ -298,11 +299,26 @@ def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
         if frame.name != PARTICLE_PLATE and frame.full_size is not None and frame.full_size != frame.size:
             data_scale = data_scale * (frame.full_size / frame.size)
 
+    kl: dict[str, torch.Tensor] = {}
+    if analytic_kl:  # each latent's log p(z) - log q(z) becomes -KL(q || p) (bbvi_kit.estimators._kl)
+        priors = {s["name"]: s for s in weighted}
+        if check:
+            values = [(s["name"], s["value"]) for s in guide_sites + model_only]
+            check_analytic(guide_sites, priors, values, draw.held)
+            for trace, sites in ((model_trace, [priors[s["name"]] for s in guide_sites]), (guide_trace, guide_sites)):
+                for site in sites:  # their shapes are checked below
+                    _log_prob(trace, site, data_scale)
+        kl = kl_terms(guide_sites, priors, data_scale)
+
     # Each operation here is one more autograd node on every step: none is added that the
     # shapes do not need (no "0 +" to start the sums, no reshape, expand or squeeze to the same shape).
     log_w: torch.Tensor | None = None
     for sign, trace, sites in ((1.0, model_trace, weighted), (-1.0, guide_trace, guide_sites)):
         for site in sites:
+            if site["name"] in kl:
+                if sign < 0:
+                    log_w = _add(log_w, _reduce_to(kl[site["name"]], total_dims, keep, site["name"]), -1.0)
+                continue
             if sign < 0 and stop_guide is not None:  # the same value, without the score part's gradient
                 scale = site["scale"] if is_one(data_scale) else site["scale"] / data_scale
                 site["log_prob"] = scale_and_mask(stopped_log_prob(site, stop_guide), scale, site["mask"])
@@ -353,6 +369,7 @@ def trace_particles(
     held_log_q_in_bound: bool = True,
     stop_guide: str | None = None,
     path_scales: PathScales | None = None,
+    analytic_kl: bool = False,
 ) -> Particles:
     """Run guide and model once, vectorised over ``num_particles`` (or, with ``vectorise=False``,
     once per particle); see the module docstring. ``check`` runs the model/guide shape checks of
@@ -361,10 +378,11 @@ def trace_particles(
     ``log w`` without its direct gradient (valid where the bound is a mean of log weights).
     ``stop_guide`` (an estimator's name, for its refusals) evaluates the guide's log densities
     with their parameters stopped (:mod:`bbvi_kit.estimators._stopped`); ``path_scales`` weighs
-    each reparameterised value's gradient on the way back."""
+    each reparameterised value's gradient on the way back. ``analytic_kl`` replaces each latent
+    site's log p(z) - log q(z) by -KL(q || p) in closed form (:mod:`bbvi_kit.estimators._kl`)."""
     options: dict[str, Any] = dict(max_plate_nesting=max_plate_nesting, policy=policy, latent_scale=latent_scale,
                    examples=examples, check=check, held_log_q_in_bound=held_log_q_in_bound, stop_guide=stop_guide,
-                   path_scales=path_scales)
+                   path_scales=path_scales, analytic_kl=analytic_kl)
     if vectorise or num_particles == 1:
         return _one_pass(model, guide, args, kwargs, num_particles=num_particles, **options)
     if path_scales is not None:

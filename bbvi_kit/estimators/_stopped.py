@@ -80,7 +80,7 @@ def stopped_log_prob(site: dict[str, Any], estimator: str) -> torch.Tensor:
     return copy.log_prob(site["value"], *site["args"], **site["kwargs"])
 
 
-def _parameters(fn: Any) -> list[torch.Tensor]:
+def parameters_of(fn: Any) -> list[torch.Tensor]:
     """The tensors a distribution was built from (through its wrappers)."""
     while hasattr(fn, "base_dist"):
         fn = fn.base_dist
@@ -92,7 +92,7 @@ def _parameters(fn: Any) -> list[torch.Tensor]:
     return out
 
 
-def _ancestors(tensors: Iterable[torch.Tensor]) -> set[Any]:
+def ancestors(tensors: Iterable[torch.Tensor]) -> set[Any]:
     """Every autograd node that ``tensors`` were computed from."""
     seen: set[Any] = set()
     stack = [t.grad_fn for t in tensors if t.grad_fn is not None]
@@ -109,7 +109,7 @@ def refuse_dependent_sites(guide_sites: list[dict[str, Any]], estimator: str) ->
     """Refuse a guide latent whose distribution's parameters were computed from an earlier one."""
     earlier: list[tuple[str, Any]] = []
     for site in guide_sites:
-        nodes = _ancestors(_parameters(site["fn"]))
+        nodes = ancestors(parameters_of(site["fn"]))
         for name, node in earlier:
             if node in nodes:
                 raise InputError(
@@ -145,4 +145,5 @@ def scaled_path(value: torch.Tensor, scales: PathScales, name: str) -> torch.Ten
     return _ScalePath.apply(value, scales, name)
 
 
-__all__ = ["PathScales", "refuse_dependent_sites", "scaled_path", "stopped", "stopped_log_prob"]
+__all__ = ["PathScales", "ancestors", "parameters_of", "refuse_dependent_sites", "scaled_path", "stopped",
+           "stopped_log_prob"]

@@ -42,6 +42,11 @@ class Objective(Configurable):
     def latent_scale(self) -> float:
         return 1.0
 
+    @property
+    def analytic_kl(self) -> bool:
+        """Whether each latent site's log p(z) - log q(z) is replaced by -KL(q || p) in closed form."""
+        return False
+
     def bound(self, log_weights: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

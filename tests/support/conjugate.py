@@ -143,3 +143,11 @@ def loss_and_gradients(problem: Conjugate, objective: Any, estimator: Any, x: to
         p.grad = None
     result.surrogate.backward()
     return result.loss, torch.stack([p.grad.clone() for p in problem.params])
+
+
+def two_level_model(x: torch.Tensor) -> None:
+    """a ~ N(0, 1), z_b | a ~ N(a, 1), x_b | z_b ~ N(z_b, 1): a prior computed from a latent."""
+    a = pyro.sample("a", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(a, 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)

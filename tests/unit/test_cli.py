@@ -72,7 +72,7 @@ def test_validate_prints_the_resolved_recipe(cli_run: Callable) -> None:
     assert code == 0 and err == ""
     printed = yaml.safe_load(out)
     assert printed["optimizer"]["lr"] == pytest.approx(1e-4)
-    assert printed["objective"] == {"name": "elbo", "num_particles": 5}
+    assert printed["objective"] == {"name": "elbo", "num_particles": 5, "kl": "sample"}
     assert printed["model"]["hidden"] == [128, 64]  # from the file
     assert printed["training"]["eval_batch_size"] == 512  # a default the file never mentions
     assert printed == load_recipe(QUICKSTART, ["optimizer.lr=1e-4", "objective.num_particles=5"]).as_dict()

@@ -172,11 +172,12 @@ def test_overridden_value_of_the_wrong_type_names_the_file_and_key() -> None:
 
 
 @pytest.mark.parametrize("model, data, objective", [
-    ("gaussian_vae", {"name": "digits"}, {"name": "elbo", "num_particles": 1}),
-    ("linear_vae", {"name": "digits"}, {"name": "elbo", "num_particles": 1}),
+    ("gaussian_vae", {"name": "digits"}, {"name": "elbo", "num_particles": 1, "kl": "sample"}),
+    ("linear_vae", {"name": "digits"}, {"name": "elbo", "num_particles": 1, "kl": "sample"}),
     ("iwae", {"name": "digits"}, {"name": "iwae", "num_particles": 5}),
-    ("beta_vae", {"name": "digits"}, {"name": "beta", "num_particles": 1, "beta": 4.0}),
-    ("bayesian_logistic_regression", {"name": "digits", "labels": True}, {"name": "elbo", "num_particles": 1}),
+    ("beta_vae", {"name": "digits"}, {"name": "beta", "num_particles": 1, "kl": "sample", "beta": 4.0}),
+    ("bayesian_logistic_regression", {"name": "digits", "labels": True},
+     {"name": "elbo", "num_particles": 1, "kl": "sample"}),
 ])
 def test_resolved_recipe_contains_every_option_of_every_plugin(model: str, data: dict, objective: dict) -> None:
     recipe = resolve({"model": {"name": model}, "data": data}, source="r.yaml", default_name="fallback")
@@ -371,7 +372,7 @@ def test_a_model_rejects_objectives_it_does_not_train_under(tmp_path: Path, mode
 
 def test_beta_vae_with_its_own_objective_is_fine(tmp_path: Path) -> None:
     path = write(tmp_path, "model: {name: beta_vae}\nobjective: {name: beta, beta: 2.0}\n")
-    assert load_recipe(path).objective.as_dict() == {"name": "beta", "num_particles": 1, "beta": 2.0}
+    assert load_recipe(path).objective.as_dict() == {"name": "beta", "num_particles": 1, "kl": "sample", "beta": 2.0}
 
 
 def test_leave_one_out_baseline_needs_two_particles(tmp_path: Path) -> None:

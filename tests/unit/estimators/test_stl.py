@@ -15,7 +15,7 @@ import torch
 from bbvi_kit import ELBO, IWAE, BBVILoss, Pathwise
 from bbvi_kit.errors import InputError
 from bbvi_kit.estimators import StickingTheLanding
-from tests.support.conjugate import X_OBS, Conjugate, estimate_gradient, loss_and_gradients
+from tests.support.conjugate import X_OBS, Conjugate, estimate_gradient, loss_and_gradients, two_level_model
 
 POSTERIOR = {"mu0": 0.3, "m": (0.3 + X_OBS) / 2, "s": math.sqrt(0.5)}  # p(z | x) = N((mu0 + x) / 2, 1/2)
 
@@ -83,12 +83,6 @@ def test_a_site_without_rsample_is_refused() -> None:
 
 
 def test_a_hierarchical_guide_is_refused_naming_both_sites() -> None:
-    def two_level_model(x: torch.Tensor) -> None:
-        a = pyro.sample("a", dist.Normal(0.0, 1.0))
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(a, 1.0))
-            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
-
     def guide(x: torch.Tensor) -> None:
         loc = pyro.param("loc", torch.tensor(0.1))
         a = pyro.sample("a", dist.Normal(loc, 1.0))

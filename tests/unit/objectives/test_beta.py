@@ -60,7 +60,7 @@ def test_the_reductions_are_the_elbos() -> None:
 def test_beta_is_registered_as_beta_and_keeps_num_particles() -> None:
     assert objectives.get("beta") is BetaELBO
     assert issubclass(BetaELBO, ELBO)
-    assert repr(BetaELBO(beta=2.5, num_particles=3)) == "BetaELBO(num_particles=3, beta=2.5)"
+    assert repr(BetaELBO(beta=2.5, num_particles=3)) == "BetaELBO(num_particles=3, kl='sample', beta=2.5)"
 
 
 @pytest.mark.parametrize("beta", [1e-9, 1e6])

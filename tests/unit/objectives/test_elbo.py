@@ -101,4 +101,4 @@ def test_the_elbo_is_registered_as_elbo_with_one_particle_by_default() -> None:
     assert objectives.get("elbo") is ELBO
     assert ELBO().num_particles == 1
     assert ELBO().latent_scale == 1.0
-    assert repr(ELBO(num_particles=3)) == "ELBO(num_particles=3)"
+    assert repr(ELBO(num_particles=3)) == "ELBO(num_particles=3, kl='sample')"

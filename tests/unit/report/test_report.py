@@ -65,7 +65,7 @@ def test_run_summary_table_holds_the_files_values(dirs: dict[str, Path], run_pag
     assert kv["steps"][0] == metrics["step"] == "30"
     assert kv["status"][0] == info["status"] == "completed"
     assert (kv["recipe"][0], kv["model"][0], kv["data"][0], kv["objective"][0]) == (
-        "quickstart", "gaussian_vae", "digits", "elbo")
+        "quickstart", "gaussian_vae", "digits", "elbo (kl=sample)")  # the objective's options but K
     assert kv["K (objective.num_particles)"][0] == "1" and kv["B (training.batch_size)"][0] == "64"
     assert (kv["optimizer"][0], as_number(kv["lr (optimizer.lr)"][0]), kv["schedule"][0]) == (
         "adam", 0.01, "inv_sqrt_epoch")
