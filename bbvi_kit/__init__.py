@@ -18,7 +18,7 @@ from bbvi_kit.infer import BBVI, StepResult
 from bbvi_kit.loss import BBVILoss
 from bbvi_kit.model import BBVIModel
 from bbvi_kit.nn import activations as _activations  # noqa: F401  (registers activation plugins)
-from bbvi_kit.objectives import ELBO, IWAE, BetaELBO, Objective
+from bbvi_kit.objectives import ELBO, IWAE, BetaELBO, Objective, Renyi
 from bbvi_kit.optim import SGD, Adam, AdamW, OptimizerPlugin, Schedule
 from bbvi_kit.plugin import Configurable, PluginOptions
 from bbvi_kit.registry import (
@@ -59,6 +59,7 @@ __all__ = [
     "OptimizerPlugin",
     "Pathwise",
     "PluginOptions",
+    "Renyi",
     "SGD",
     "Schedule",
     "ScoreFunction",

@@ -44,12 +44,17 @@ class IWAE(Objective):
         return self.bound(log_weights).unsqueeze(0).expand_as(log_weights)
 
     def leave_one_out(self, log_weights: torch.Tensor) -> torch.Tensor:
-        k = log_weights.shape[0]
-        if k < 2:
-            raise ValueError("a leave-one-out baseline needs num_particles >= 2")
-        others_mean = (log_weights.sum(0, keepdim=True) - log_weights) / (k - 1)
-        # Row i of the K x K block holds log w with entry i replaced by others_mean[i].
-        eye = torch.eye(k, dtype=torch.bool, device=log_weights.device)
-        eye = eye.reshape((k, k) + (1,) * (log_weights.dim() - 1))
-        replaced = torch.where(eye, others_mean.unsqueeze(1), log_weights.unsqueeze(0))
-        return log_mean_exp(replaced, 1)
+        return vimco_baseline(log_weights)
+
+
+def vimco_baseline(log_weights: torch.Tensor) -> torch.Tensor:
+    """Per particle k: log (1/K) sum_j w_j with log w_k replaced by the mean of the others."""
+    k = log_weights.shape[0]
+    if k < 2:
+        raise ValueError("a leave-one-out baseline needs num_particles >= 2")
+    others_mean = (log_weights.sum(0, keepdim=True) - log_weights) / (k - 1)
+    # Row i of the K x K block holds log w with entry i replaced by others_mean[i].
+    eye = torch.eye(k, dtype=torch.bool, device=log_weights.device)
+    eye = eye.reshape((k, k) + (1,) * (log_weights.dim() - 1))
+    replaced = torch.where(eye, others_mean.unsqueeze(1), log_weights.unsqueeze(0))
+    return log_mean_exp(replaced, 1)
