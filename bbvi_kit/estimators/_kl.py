@@ -31,6 +31,8 @@ def check_analytic(guide_sites: list[dict[str, Any]], model_sites: dict[str, dic
     """Refuse a site drawn without a path, and one whose prior depends on another latent."""
     for site in guide_sites:
         name = site["name"]
+        if name not in model_sites:
+            raise _refuse(name, "is in the guide but not in the model: it has no prior")
         if name in held:
             raise _refuse(name, "is drawn without a gradient path (a score-function term), where its KL term "
                           "would need the score of the rest")

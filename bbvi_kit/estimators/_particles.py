@@ -82,6 +82,7 @@ class Particles:
         examples: the divisor of per-example values (:mod:`bbvi_kit.estimators._examples`).
         model_trace, guide_trace: the Pyro traces (of the last particle when drawn in a loop).
         keep_shape: the shape of ``log_weights`` with the plate dims summed over kept as size 1.
+        path_scales: where this pass's latent values read the factor of their gradient (DReG).
     """
 
     log_weights: torch.Tensor
@@ -91,6 +92,7 @@ class Particles:
     model_trace: Trace
     guide_trace: Trace
     keep_shape: tuple[int, ...] = ()
+    path_scales: PathScales | None = None
 
     @property
     def num_examples(self) -> float:
@@ -350,7 +352,7 @@ def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
         if score is not None:
             score = score.squeeze(squeeze_dims)
     found = find_examples(model_trace, examples, ignore=frozenset({PARTICLE_PLATE}))
-    return Particles(log_w, score, data_scale, found, model_trace, guide_trace, keep_shape)
+    return Particles(log_w, score, data_scale, found, model_trace, guide_trace, keep_shape, path_scales)
 
 
 def trace_particles(

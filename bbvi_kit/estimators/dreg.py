@@ -40,10 +40,6 @@ class DReG(Estimator):
     Monte Carlo Objectives", ICLR 2019.
     """
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self._scales = PathScales()
-
     def site_policy(self) -> SiteModePolicy:
         return reparameterised("dreg")
 
@@ -53,12 +49,13 @@ class DReG(Estimator):
                              "unbiased there)")
 
     def particle_options(self) -> dict[str, Any]:
-        return {"stop_guide": "dreg", "path_scales": self._scales}
+        return {"stop_guide": "dreg", "path_scales": PathScales()}  # one per pass: its own weights
 
     def surrogate(self, objective: Objective, particles: Particles) -> SurrogateLoss:
         log_w = particles.log_weights
         weights = torch.softmax(log_w.detach(), dim=0)
-        self._scales.scales = particles.at_guide_sites(weights)
+        assert particles.path_scales is not None  # set by particle_options
+        particles.path_scales.scales = particles.at_guide_sites(weights)
         total = (weights * log_w).sum()
         if not is_one(particles.data_scale):
             total = total * particles.data_scale

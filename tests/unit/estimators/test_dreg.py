@@ -106,3 +106,18 @@ def test_on_the_gaussian_vae_it_is_the_papers_two_surrogate_form() -> None:
     assert engine.keys() == mine.keys()
     for name in engine:
         torch.testing.assert_close(engine[name], mine[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_each_pass_keeps_its_own_weights_until_its_backward() -> None:
+    """Two passes built before either backward (as a diagnostic may): the first one's gradient is
+    what it is when built alone."""
+    problem = Conjugate(mu0=0.0, m=-0.5, s=1.5)
+    x = torch.full((16,), X_OBS, dtype=torch.float64)
+    loss_fn = BBVILoss(problem.model, problem.guide, IWAE(num_particles=4), DReG(), max_plate_nesting=1)
+    pyro.set_rng_seed(8)
+    alone = torch.autograd.grad(loss_fn(x).surrogate, problem.params)
+    pyro.set_rng_seed(8)
+    first = loss_fn(x).surrogate
+    loss_fn(x * 2.0)  # a second pass, other weights
+    for a, b in zip(torch.autograd.grad(first, problem.params), alone, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -123,3 +123,15 @@ def test_on_the_gaussian_vae_it_is_trace_mean_field_elbo() -> None:
     torch.testing.assert_close(result.loss * x.shape[0], pyro_loss.detach(), rtol=1e-5, atol=1e-4)
     for a, b in zip(mine, theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_guide_site_missing_from_the_model_is_refused() -> None:
+    problem = Conjugate()
+
+    def guide(x: torch.Tensor) -> None:
+        problem.guide(x)
+        pyro.sample("extra", dist.Normal(pyro.param("extra_loc", torch.tensor(0.0)), 1.0))
+
+    with pytest.warns(UserWarning, match="guide but not model"):
+        message = _refusal(problem.model, guide)
+    assert "site 'extra' is in the guide but not in the model" in message
