@@ -13,7 +13,7 @@ from bbvi_kit.diagnostics import Diagnostic, DiagnosticContext, DiagnosticOption
 from bbvi_kit.config import TrainingOptions
 from bbvi_kit.engine import History, Trainer
 from bbvi_kit.errors import BBVIError, InputError, TrainingError
-from bbvi_kit.estimators import Auto, DReG, Estimator, Pathwise, ScoreFunction, StickingTheLanding
+from bbvi_kit.estimators import Auto, BaselineNet, DReG, Estimator, Pathwise, PerGroup, ScoreFunction, StickingTheLanding
 from bbvi_kit.infer import BBVI, StepResult
 from bbvi_kit.loss import BBVILoss
 from bbvi_kit.model import BBVIModel
@@ -39,6 +39,7 @@ __all__ = [
     "Auto",
     "BBVI",
     "BBVIError",
+    "BaselineNet",
     "BBVILoss",
     "BBVIModel",
     "BetaELBO",
@@ -58,6 +59,7 @@ __all__ = [
     "Objective",
     "OptimizerPlugin",
     "Pathwise",
+    "PerGroup",
     "PluginOptions",
     "Renyi",
     "SGD",

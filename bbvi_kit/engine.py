@@ -105,6 +105,8 @@ class Trainer:
         self._training = training or TrainingOptions()
         self.reference = dict(reference or {})
         self.diagnostics = dict(diagnostics or {})
+        for name, diagnostic in self.diagnostics.items():  # before any step (a recipe checked them when read)
+            diagnostic.check(objective, f"diagnostics.{name}")
         opts = self._training
         self.bbvi = BBVI(model, guide, objective, estimator, optimizer, schedule=schedule, grad_clip=opts.grad_clip,
                          on_nonfinite=opts.on_nonfinite, nonfinite_check=opts.nonfinite_check,

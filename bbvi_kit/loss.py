@@ -10,6 +10,7 @@ from bbvi_kit.errors import InputError
 from bbvi_kit.estimators._examples import Examples, ExamplesSpec, warn_if_per_batch
 from bbvi_kit.estimators._particles import Particles, first_line, guess_max_plate_nesting, trace_particles
 from bbvi_kit.estimators.base import Estimator, SurrogateLoss
+from bbvi_kit.estimators.split import PerGroup
 from bbvi_kit.objectives.base import Objective
 
 
@@ -28,6 +29,12 @@ class BBVILoss:
     leftmost particle dimension; where it does not, the K particles are drawn in a loop of K
     passes from then on (a warning names the site). ``max_plate_nesting`` is guessed on that
     call unless given (the guess does not consume the random stream).
+
+    ``step`` (set by :class:`bbvi_kit.infer.bbvi.BBVI` before each training step) is the step whose
+    latent scale a scheduled objective uses (beta warm-up); ``None`` gives the objective's target.
+
+    Estimator ``split`` (:class:`bbvi_kit.estimators.split.PerGroup`) draws two passes, one per
+    parameter group, each a loss of its own (:attr:`parts`), and combines their gradients.
 
     ``examples`` chooses the divisor: ``None`` (the data plate, found), a plate name or a number.
     """
@@ -51,13 +58,22 @@ class BBVILoss:
         self.examples: Examples | None = None  # found on the first call
         self.vectorise = True
         self._checked = False
+        self.step: int | None = None  # the training step, for a scheduled objective; None: its target
+        self.parts: tuple[BBVILoss, BBVILoss] | None = None  # estimator split: the phi and theta passes
+        if isinstance(estimator, PerGroup):
+            self.parts = (BBVILoss(model, guide, estimator.phi_objective(objective), estimator.phi, max_plate_nesting,
+                                   examples),
+                          BBVILoss(model, guide, objective, estimator.theta, max_plate_nesting, examples))
 
     def particles(self, *args: Any, **kwargs: Any) -> Particles:
-        """The particles of one pass (checked on the first call; see the class docstring)."""
+        """The particles of one pass (checked on the first call; see the class docstring); with
+        estimator ``split``, those of the theta pass."""
+        if self.parts is not None:
+            return self._part(1, args, kwargs).particles
         if self.max_plate_nesting is None:
             self.max_plate_nesting = guess_max_plate_nesting(self.model, self.guide, args, kwargs)
         options: dict[str, Any] = dict(num_particles=self.objective.num_particles, max_plate_nesting=self.max_plate_nesting,
-                       policy=self.estimator.site_policy(), latent_scale=self.objective.latent_scale,
+                       policy=self.estimator.site_policy(), latent_scale=self.objective.latent_scale_at(self.step),
                        examples=self.examples_spec, held_log_q_in_bound=not self.objective.linear_in_log_weights,
                        analytic_kl=self.objective.analytic_kl, **self.estimator.particle_options())
         if self._checked:
@@ -87,4 +103,17 @@ class BBVILoss:
         return particles
 
     def __call__(self, *args: Any, **kwargs: Any) -> SurrogateLoss:
+        if self.parts is not None:
+            assert isinstance(self.estimator, PerGroup)
+            return self.estimator.combine(self._part(0, args, kwargs), self._part(1, args, kwargs))
         return self.estimator.surrogate(self.objective, self.particles(*args, **kwargs))
+
+    def _part(self, index: int, args: tuple, kwargs: dict) -> SurrogateLoss:
+        """Pass ``index`` of estimator split (0: phi's, 1: theta's) at this loss's step."""
+        assert self.parts is not None
+        part = self.parts[index]
+        part.step = self.step
+        result = part(*args, **kwargs)
+        if index == 1:
+            self.examples, self.max_plate_nesting = part.examples, part.max_plate_nesting
+        return result

@@ -36,18 +36,17 @@ from bbvi_kit.errors import TrainingError
 GroupsFn = Callable[[], Mapping[str, Sequence[torch.Tensor]]]
 
 
-def _graph_leaves(roots: Iterable[Any], wanted: dict[int, torch.Tensor]) -> set[int]:
-    """``id``s of the tensors in ``wanted`` that the autograd graphs of ``roots`` reach."""
-    found: set[int] = set()
+def leaf_tensors(roots: Iterable[Any]) -> dict[int, torch.Tensor]:
+    """Every leaf tensor that requires a gradient (a parameter) in the autograd graphs of
+    ``roots``, by ``id``."""
+    found: dict[int, torch.Tensor] = {}
     stack: list[Node | None] = []
     for root in roots:
-        if not isinstance(root, torch.Tensor) or not root.requires_grad:
-            continue
-        if root.grad_fn is None:
-            if id(root) in wanted:
-                found.add(id(root))
-        else:
-            stack.append(root.grad_fn)
+        if isinstance(root, torch.Tensor) and root.requires_grad:
+            if root.grad_fn is None:
+                found[id(root)] = root
+            else:
+                stack.append(root.grad_fn)
     seen: set[Any] = set()
     while stack:
         node = stack.pop()
@@ -55,13 +54,19 @@ def _graph_leaves(roots: Iterable[Any], wanted: dict[int, torch.Tensor]) -> set[
             continue
         seen.add(node)
         variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf tensor
-        if variable is not None and id(variable) in wanted:
-            found.add(id(variable))
+        if variable is not None:
+            found[id(variable)] = variable
         stack.extend(child for child, _ in node.next_functions)
     return found
 
 
-def _site_tensors(trace: Trace) -> list[Any]:
+def _graph_leaves(roots: Iterable[Any], wanted: dict[int, torch.Tensor]) -> set[int]:
+    """``id``s of the tensors in ``wanted`` that the autograd graphs of ``roots`` reach."""
+    return {i for i in leaf_tensors(roots) if i in wanted}
+
+
+def site_tensors(trace: Trace) -> list[Any]:
+    """The values and log densities of the sample sites of ``trace`` (the roots of its graph)."""
     tensors: list[Any] = []
     for site in trace.nodes.values():
         if site["type"] == "sample":
@@ -135,8 +140,8 @@ class ParameterGroups:
         if first and self.declared is None:
             self._unresolved = {id(p): p for m in self.modules for p in m.parameters() if p.requires_grad}
         if self._unresolved:
-            guide_found = _graph_leaves(_site_tensors(guide_trace), self._unresolved)
-            model_found = _graph_leaves(_site_tensors(model_trace), self._unresolved)
+            guide_found = _graph_leaves(site_tensors(guide_trace), self._unresolved)
+            model_found = _graph_leaves(site_tensors(model_trace), self._unresolved)
             for pid, p in list(self._unresolved.items()):
                 if pid in guide_found or pid in model_found:
                     pending["phi" if pid in guide_found else "theta"].append((p, self._module_key(p, f"tensor:{pid}")))

@@ -45,8 +45,8 @@ class PassState:
 
 def _select(keep: torch.Tensor, new: Any, old: Any) -> Any:
     """``new`` where ``keep`` else ``old``, entry by entry through dicts, lists and tuples."""
-    if isinstance(new, torch.Tensor) and isinstance(old, torch.Tensor):
-        return torch.where(keep, new, old)
+    if isinstance(new, torch.Tensor) and isinstance(old, torch.Tensor) and new.shape == old.shape:
+        return torch.where(keep, new, old)  # (a per-site average that restarted in another shape: below)
     if isinstance(new, dict) and isinstance(old, dict) and new.keys() == old.keys():
         return {k: _select(keep, new[k], old[k]) for k in new}
     if isinstance(new, (list, tuple)) and isinstance(old, (list, tuple)) and len(new) == len(old):

@@ -325,10 +325,16 @@ def resolve(data: Mapping[str, Any], source: str = "<recipe>", base_dir: Path | 
         _resolve_plugin(f"diagnostics.{i}", spec, source, kind="diagnostic") for i, spec in enumerate(schema.diagnostics)
     ]
     estimator = resolved["estimator"].build()
+    objective = resolved["objective"].build()
     try:
-        estimator.check(resolved["objective"].build())
+        estimator.check(objective)
     except ValueError as exc:
         raise InputError(f"{source}: estimator: {exc}") from None
+    for i, diagnostic in enumerate(diagnostics):
+        try:
+            diagnostic.build().check(objective, f"diagnostics.{i}")
+        except InputError as exc:
+            raise InputError(f"{source}: {exc}") from None
     return Recipe(
         name=name,
         description=schema.description,

@@ -48,7 +48,7 @@ def skipped_steps_warning(rows: list[dict[str, Any]], warn_fraction: float) -> s
 
 @dataclass
 class _Pending:
-    head: dict[str, Any]  # step, epoch, lr, time: known on the host
+    head: dict[str, Any]  # step, epoch, lr, time (and a scheduled beta): known on the host
     values: torch.Tensor  # loss, minibatch_grad_norm_sq, minibatch_grad_norm_sq_avg, per group, skipped_steps
 
 
@@ -131,6 +131,8 @@ class StepLog:
                      *(f"minibatch_grad_norm_sq_{g}" for g in self.groups)]
             row.update(zip(names, vals[:-1]))
             row["lr"] = pending.head["lr"]
+            if "beta" in pending.head:  # a scheduled objective's beta at this step
+                row["beta"] = pending.head["beta"]
             if not self.stop_on_nonfinite:  # skipping: the skipped_steps column
                 row["skipped_steps"] = int(vals[-1])
             row["time"] = pending.head["time"]

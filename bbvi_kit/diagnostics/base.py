@@ -45,6 +45,7 @@ from bbvi_kit.plugin import Configurable, PluginOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from bbvi_kit.findings import Finding
+    from bbvi_kit.objectives.base import Objective
     from bbvi_kit.results import Group, Run, Table
 
 __all__ = ["Diagnostic", "DiagnosticContext", "DiagnosticOptions", "TrainingState", "preserved_training_state",
@@ -114,6 +115,11 @@ class Diagnostic(Configurable):
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
         raise NotImplementedError
+
+    def check(self, objective: "Objective", key: str) -> None:
+        """Raise :class:`bbvi_kit.errors.InputError` (naming ``key``, the recipe's
+        ``diagnostics.<i>``) when the options cannot serve the run's ``objective``; called when a
+        recipe is read, so that a run does not fail at its first measurement. Default: nothing."""
 
     def state_dict(self) -> dict[str, Any]:
         """What this diagnostic carries from one measurement to the next (tensors, numbers,

@@ -35,8 +35,10 @@ from torch.utils.data import Dataset, TensorDataset, default_collate
 from bbvi_kit.data.base import as_args
 from bbvi_kit.diagnostics.base import Diagnostic, DiagnosticContext, DiagnosticOptions, preserved_training_state
 from bbvi_kit.diagnostics.full_gradient import batch_gradient, group_slices
+from bbvi_kit.diagnostics.variants import build_estimators, measure_variants
 from bbvi_kit.errors import InputError
 from bbvi_kit.findings import Finding
+from bbvi_kit.objectives.base import Objective
 from bbvi_kit.parameters import ParameterGroups
 from bbvi_kit.registry import register_diagnostic
 from bbvi_kit.results.groups import Group
@@ -49,6 +51,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 # -- shared helpers ------------------------------------------------------------------------------
+ESTIMATORS_FIELD = Field(
+    None, min_length=1, max_length=16,
+    description="also measure under these estimator plugins (default options), on the same parameters and batch "
+                "(columns *_<estimator>)",
+)
+
+
 def sample_batch(dataset: Dataset, batch_size: int, *, replacement: bool, device: torch.device) -> tuple:
     """``batch_size`` examples of ``dataset`` drawn uniformly at random, as model arguments on
     ``device``: independently (with replacement) or as a random subset of distinct examples (as
@@ -173,6 +182,10 @@ class GradientNoise(Diagnostic):
     are, and the batch part carries the finite-population factor (N - B) / (N - 1) for a
     training set of N examples.
 
+    With ``estimators: [pathwise, stl, ...]`` every column is measured again under each estimator
+    plugin, on the same batches and latent draws (columns ``<column>_<estimator>``; see
+    :mod:`bbvi_kit.diagnostics.variants`).
+
     Cost: R * S forward and backward passes of one mini-batch of B examples with K particles
     (default 32), and about three float64 copies of the parameter vector. The modules stay in
     the mode they are in (training mode during a run); buffers a forward pass may update
@@ -191,10 +204,18 @@ class GradientNoise(Diagnostic):
         replacement: bool = Field(
             True, description="draw each batch's examples with replacement; false: B distinct examples"
         )
+        estimators: list[str] | None = ESTIMATORS_FIELD
 
     options: Options
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
+        return measure_variants(context, self._measure, estimators=self.options.estimators or (),
+                                keep=lambda column: column.startswith("grad_"), key="gradient_noise.estimators")
+
+    def check(self, objective: Objective, key: str) -> None:
+        build_estimators(self.options.estimators or (), objective, f"{key}.estimators")
+
+    def _measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options
         training = context.training
         batch_size = _batch_size(context, o.batch_size)
@@ -290,7 +311,12 @@ class GradientSNR(Diagnostic):
     [k1, k2, ...]`` the same measurement is repeated at each K on the same parameters and the
     same mini-batch (the objective's K swapped for the measurement only), giving
     ``snr_<group>_K<k>`` and ``snr_norm_<group>_K<k>``: the SNR against K at one point of the
-    trajectory, free of the differences between runs trained with different K.
+    trajectory, free of the differences between runs trained with different K. With ``estimators:
+    [pathwise, stl, dreg]`` the same measurement is repeated under each estimator plugin
+    (:mod:`bbvi_kit.diagnostics.variants`), giving ``snr_<group>_<estimator>`` (and
+    ``snr_<group>_<estimator>_K<k>`` with ``num_particles``): which estimator gives the encoder
+    more signal, at one point of the trajectory (Tucker et al. 2019: under IWAE, DReG's SNR(φ)
+    rises as √K where the pathwise one falls as 1/√K).
 
     Cost: M forward and backward passes of one mini-batch of B examples with K particles (default
     16), M more at each extra K, and about three float64 copies of the parameter vector. Modules stay in their mode;
@@ -313,25 +339,17 @@ class GradientSNR(Diagnostic):
             None, min_length=1, max_length=32,
             description="also measure at these K, on the same parameters and batch (columns *_K<k>)",
         )
+        estimators: list[str] | None = ESTIMATORS_FIELD
 
     options: Options
 
     def measure(self, context: DiagnosticContext) -> dict[str, float]:
-        start = torch.get_rng_state()  # the batch indices come from the CPU stream
-        out = self._measure(context)
-        training = context.training
-        objective = training.loss.objective
-        for k in self.options.num_particles or []:
-            # The same parameters and the same mini-batch at another K: SNR against K without the
-            # confounding of runs trained with different K.
-            torch.set_rng_state(start)
-            training.loss.objective = type(objective)(**{**objective.options.model_dump(), "num_particles": k})
-            try:
-                at_k = self._measure(context)
-            finally:
-                training.loss.objective = objective
-            out.update({f"{key}_K{k}": value for key, value in at_k.items() if key.startswith("snr")})
-        return out
+        return measure_variants(context, self._measure, estimators=self.options.estimators or (),
+                                num_particles=self.options.num_particles or (),
+                                keep=lambda column: column.startswith("snr"), key="snr.estimators")
+
+    def check(self, objective: Objective, key: str) -> None:
+        build_estimators(self.options.estimators or (), objective, f"{key}.estimators")
 
     def _measure(self, context: DiagnosticContext) -> dict[str, float]:
         o = self.options
@@ -385,8 +403,9 @@ class GradientSNR(Diagnostic):
         return snr_against_k(name, groups)
 
 
-def _snr_series(name: str, groups: Sequence[Group]) -> list[list[tuple[float, Group]]]:
-    """The groups with diagnostic ``name`` in series that differ only in K, each sorted by K."""
+def snr_series(name: str, groups: Sequence[Group]) -> list[tuple[str, list[tuple[float, Group]]]]:
+    """The groups with diagnostic ``name`` in series that differ only in K, each sorted by K and
+    labelled by the other differing settings ("estimator=dreg"; empty when K is all that differs)."""
     series: dict[str, list[tuple[float, Group]]] = {}
     for g in groups:
         if not any(name in r.diagnostics for r in g.runs):
@@ -398,25 +417,32 @@ def _snr_series(name: str, groups: Sequence[Group]) -> list[list[tuple[float, Gr
     for points in series.values():
         if len({k for k, _ in points}) >= 2:
             points.sort(key=lambda kg: kg[0])
-            found.append(points)
+            label = ", ".join(p for key, p in points[0][1].parts.items() if key != "objective.num_particles")
+            found.append((label, points))
     return found
+
+
+def final_snr(name: str, points: Sequence[tuple[float, Group]], column: str) -> tuple[list[float], list[float]]:
+    """K and the mean over each point's runs of the last finite value of ``column`` of diagnostic
+    ``name``, for the points that have one."""
+    ks, means = [], []
+    for k, g in points:
+        finals = [last_finite(r.diagnostics[name], column) for r in g.runs if name in r.diagnostics]
+        values = [f[1] for f in finals if f is not None]
+        if values:
+            ks.append(k)
+            means.append(float(np.mean(values)))
+    return ks, means
 
 
 def snr_against_k(name: str, groups: Sequence[Group]) -> list[Finding]:
     """The findings of :meth:`GradientSNR.comparison_findings` (diagnostic ``name``)."""
     topic = f"diagnostic:{name}"
     found: list[Finding] = []
-    for points in _snr_series(name, groups):
-        others = ", ".join(p for key, p in points[0][1].parts.items() if key != "objective.num_particles")
-        where = f" ({others})" if others else ""
-        for column, symbol, predicted in (("snr_phi", "φ", -0.5), ("snr_theta", "θ", 0.5)):
-            ks, means = [], []
-            for k, g in points:
-                finals = [last_finite(r.diagnostics[name], column) for r in g.runs if name in r.diagnostics]
-                values = [f[1] for f in finals if f is not None]
-                if values:
-                    ks.append(k)
-                    means.append(float(np.mean(values)))
+    for label, points in snr_series(name, groups):
+        where = f" ({label})" if label else ""
+        for column, predicted in (("snr_phi", -0.5), ("snr_theta", 0.5)):
+            ks, means = final_snr(name, points, column)
             if len(set(ks)) < 2 or min(means) <= 0:
                 continue
             slope = float(np.polyfit(np.log(ks), np.log(means), 1)[0])
@@ -425,12 +451,15 @@ def snr_against_k(name: str, groups: Sequence[Group]) -> list[Finding]:
             numbers = {"slope": slope, "predicted": predicted, "k_first": ks[0], "k_last": ks[-1],
                        "first": means[0], "last": means[-1]}
             if column == "snr_phi" and slope < 0:
+                estimator = str(points[0][1].setting("estimator.name", "auto"))
+                dreg = "" if estimator == "dreg" else (
+                    ", or estimator dreg (doubly reparameterised gradients, Tucker et al. 2019), whose SNR(φ) "
+                    "rises with K")
                 found.append(Finding(
                     f"SNR(φ) falls with K{where}, {span} ({fit}): raising K alone starves the encoder gradient; "
                     f"consider a larger batch B, which raises the SNR of both groups as √B, training φ on an "
                     f"objective of its own (the ELBO or MIWAE for φ and IWAE for θ, as in PIWAE, Rainforth et al. "
-                    f"2018), or the doubly reparameterised gradient for φ (DReG, Tucker et al. 2019), whose SNR "
-                    f"does not fall with K.", "warning", topic, numbers))
+                    f"2018){dreg}.", "warning", topic, numbers))
             elif column == "snr_phi":
                 found.append(Finding(f"SNR(φ) does not fall with K{where}, {span} ({fit}).", "info", topic, numbers))
             else:

@@ -10,6 +10,7 @@ back, training modes restored, gradients cleared.
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -20,6 +21,7 @@ from bbvi_kit.pass_state import PassState
 
 if TYPE_CHECKING:  # pragma: no cover
     from bbvi_kit.config import TrainingOptions
+    from bbvi_kit.estimators.base import Estimator
     from bbvi_kit.infer.bbvi import BBVI
     from bbvi_kit.loss import BBVILoss
     from bbvi_kit.objectives.base import Objective
@@ -88,6 +90,36 @@ class TrainingState:
     @property
     def device(self) -> torch.device:
         return self._bbvi.device
+
+    @contextmanager
+    def measuring(self, *, estimator: "Estimator | None" = None, num_particles: int | None = None) -> Iterator[None]:
+        """Inside, :attr:`loss` is the training loss with ``estimator`` in place of the run's
+        and/or K = ``num_particles`` in place of the objective's (the same model, guide, plates
+        and step), so that a diagnostic can compare estimators or K on the same parameters and
+        batch; the run's own loss is back on exit. A new estimator is checked against the
+        objective (``ValueError``), and its first pass makes the shape and site checks of a
+        first training step (refusing, in one line naming the site, what it cannot serve)."""
+        from bbvi_kit.loss import BBVILoss
+
+        bbvi = self._bbvi
+        original = bbvi.loss
+        objective = original.objective
+        if num_particles is not None:
+            objective = type(objective)(**{**objective.options.model_dump(), "num_particles": num_particles})
+        if estimator is None and original.parts is None:
+            swapped = copy.copy(original)  # the checks made, the model's broadcasting found
+            swapped.objective = objective
+        else:  # (estimator split: its parts are built for the objective)
+            estimator = estimator or original.estimator
+            estimator.check(objective)
+            swapped = BBVILoss(original.model, original.guide, objective, estimator, original.max_plate_nesting,
+                               original.examples_spec)
+            swapped.step = original.step
+        bbvi.loss = swapped
+        try:
+            yield
+        finally:
+            bbvi.loss = original
 
     @contextmanager
     def isolated(self, seed: int) -> Iterator[dict[str, Any]]:

@@ -40,6 +40,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape
 
 from bbvi_kit.errors import InputError
+from bbvi_kit.estimators._downstream import SiteScore, TrackHeld, concatenate_passes, site_scores, without_provenance
 from bbvi_kit.estimators._examples import Examples, ExamplesSpec, find_examples
 from bbvi_kit.estimators._sites import (
     DrawLatents, SiteModePolicy, describe, is_deterministic, is_enumerated, latent_sample_sites,
@@ -83,6 +84,8 @@ class Particles:
         model_trace, guide_trace: the Pyro traces (of the last particle when drawn in a loop).
         keep_shape: the shape of ``log_weights`` with the plate dims summed over kept as size 1.
         path_scales: where this pass's latent values read the factor of their gradient (DReG).
+        site_scores: per held site, its score function and downstream cost (``rao_blackwellise``;
+            :mod:`bbvi_kit.estimators._downstream`); ``None`` when not asked for.
     """
 
     log_weights: torch.Tensor
@@ -93,6 +96,7 @@ class Particles:
     guide_trace: Trace
     keep_shape: tuple[int, ...] = ()
     path_scales: PathScales | None = None
+    site_scores: list[SiteScore] | None = None
 
     @property
     def num_examples(self) -> float:
@@ -236,7 +240,7 @@ def check_shapes(sites: list[dict[str, Any]], max_plate_nesting: int) -> None:
 def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, num_particles: int,
               max_plate_nesting: int, policy: SiteModePolicy, latent_scale: float, examples: ExamplesSpec,
               check: bool, held_log_q_in_bound: bool, stop_guide: str | None,
-              path_scales: PathScales | None, analytic_kl: bool) -> Particles:
+              path_scales: PathScales | None, analytic_kl: bool, rao_blackwellise: bool) -> Particles:
     total_dims = max_plate_nesting + 1
     particle_dim = -total_dims
 
@@ -254,6 +258,8 @@ def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
     handlers: list[Any] = [draw]
     if latent_scale != 1.0:
         handlers.append(LatentScale(latent_scale))
+    if rao_blackwellise:  # held values carry their site's name to every term computed from them
+        handlers.append(TrackHeld(draw.held))
     for handler in handlers:
         handler.__enter__()
     try:
@@ -331,11 +337,18 @@ def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
     if log_w is None:
         raise InputError("the model and guide have no sample sites: nothing to infer")
     score: torch.Tensor | None = None
+    held_scores: dict[str, tuple[dict[str, Any], torch.Tensor]] = {}
     for trace, sites in ((guide_trace, guide_sites), (model_trace, model_only)):
         for site in sites:
             if site["name"] in draw.held:
                 unscaled = site["unscaled_log_prob"] if trace is guide_trace else _density(site)
+                held_scores[site["name"]] = (site, unscaled)
                 score = _add(score, _reduce_to(unscaled, total_dims, keep, site["name"]), 1.0)
+    per_site: list[SiteScore] | None = None
+    if rao_blackwellise:
+        per_site = site_scores(held_scores, [(s, 1.0) for s in weighted] + [(s, -1.0) for s in guide_sites], total_dims)
+        log_w, score = without_provenance(log_w), without_provenance(score)
+        assert log_w is not None
     if check:
         for site in model_only:  # not part of log w, but their shapes are checked too
             site["log_prob"] = _density(site)
@@ -352,7 +365,7 @@ def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
         if score is not None:
             score = score.squeeze(squeeze_dims)
     found = find_examples(model_trace, examples, ignore=frozenset({PARTICLE_PLATE}))
-    return Particles(log_w, score, data_scale, found, model_trace, guide_trace, keep_shape, path_scales)
+    return Particles(log_w, score, data_scale, found, model_trace, guide_trace, keep_shape, path_scales, per_site)
 
 
 def trace_particles(
@@ -372,6 +385,7 @@ def trace_particles(
     stop_guide: str | None = None,
     path_scales: PathScales | None = None,
     analytic_kl: bool = False,
+    rao_blackwellise: bool = False,
 ) -> Particles:
     """Run guide and model once, vectorised over ``num_particles`` (or, with ``vectorise=False``,
     once per particle); see the module docstring. ``check`` runs the model/guide shape checks of
@@ -381,10 +395,12 @@ def trace_particles(
     ``stop_guide`` (an estimator's name, for its refusals) evaluates the guide's log densities
     with their parameters stopped (:mod:`bbvi_kit.estimators._stopped`); ``path_scales`` weighs
     each reparameterised value's gradient on the way back. ``analytic_kl`` replaces each latent
-    site's log p(z) - log q(z) by -KL(q || p) in closed form (:mod:`bbvi_kit.estimators._kl`)."""
+    site's log p(z) - log q(z) by -KL(q || p) in closed form (:mod:`bbvi_kit.estimators._kl`).
+    ``rao_blackwellise`` also returns each held site's score and downstream cost
+    (:attr:`Particles.site_scores`, :mod:`bbvi_kit.estimators._downstream`)."""
     options: dict[str, Any] = dict(max_plate_nesting=max_plate_nesting, policy=policy, latent_scale=latent_scale,
                    examples=examples, check=check, held_log_q_in_bound=held_log_q_in_bound, stop_guide=stop_guide,
-                   path_scales=path_scales, analytic_kl=analytic_kl)
+                   path_scales=path_scales, analytic_kl=analytic_kl, rao_blackwellise=rao_blackwellise)
     if vectorise or num_particles == 1:
         return _one_pass(model, guide, args, kwargs, num_particles=num_particles, **options)
     if path_scales is not None:
@@ -393,5 +409,6 @@ def trace_particles(
     passes = [_one_pass(model, guide, args, kwargs, num_particles=1, **options) for _ in range(num_particles)]
     last = passes[-1]
     score = None if last.score_log_prob is None else torch.cat([p.score_log_prob for p in passes])  # type: ignore[misc]
+    per_site = concatenate_passes([p.site_scores for p in passes]) if rao_blackwellise else None  # type: ignore[misc]
     return Particles(torch.cat([p.log_weights for p in passes]), score, last.data_scale, last.examples,
-                     last.model_trace, last.guide_trace)
+                     last.model_trace, last.guide_trace, site_scores=per_site)

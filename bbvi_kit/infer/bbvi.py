@@ -20,6 +20,9 @@ One step n (1-based, :attr:`BBVI.num_steps` after the call):
 4. a non-finite loss or gradient makes no update (the finite-or-skip decision);
 5. clip (optional), lr_n = lr * schedule(n, epoch), optimizer step.
 
+A scheduled objective (beta warm-up, :class:`bbvi_kit.objectives.beta.BetaELBO`) uses its value
+at step n in the step and reports it (:attr:`StepResult.beta`); evaluation uses its target.
+
 Unlike ``SVI``, the optimizer is a plain ``torch.optim`` optimizer built from the parameters the
 first step's traces name (later ones join it when they first appear), and the gradient norms are
 part of every step's result. :class:`bbvi_kit.engine.Trainer` drives this step through epochs,
@@ -63,6 +66,7 @@ class StepResult:
     lr: float  # the step size of this step (scheduled)
     problem: str | None = None  # known on the host: why the update was not made
     finite: torch.Tensor | None = None  # nonfinite_check at_flush: whether the update was made, on the device
+    beta: float | None = None  # a scheduled objective's latent scale at this step (beta warm-up); else None
 
     @property
     def skipped(self) -> bool:
@@ -190,6 +194,8 @@ class BBVI:
             for m in self.modules:
                 m.to(self.device)
         self.num_steps += 1
+        self.loss.step = self.num_steps
+        beta = self.objective.latent_scale_at(self.num_steps) if self.objective.scheduled else None
         args = to_device(batch, self.device)
         at_flush = self.check_at_flush and self.optimizer is not None
         before = PassState(self) if self.on_nonfinite == "skip" else None
@@ -230,16 +236,16 @@ class BBVI:
             self._update(lr, skip_if=~finite)
             if before is not None:
                 before.keep_if(finite)
-            return StepResult(loss, norms, lr, finite=finite)
+            return StepResult(loss, norms, lr, finite=finite, beta=beta)
         if refused is None and bool(finite):
             self._update(lr)
-            return StepResult(loss, norms, lr)
+            return StepResult(loss, norms, lr, beta=beta)
         problem = str(refused) if refused is not None else (
             nonfinite_message(self.num_steps, epoch, loss.item(), norms["total"].item()))
         self.optimizer.zero_grad(set_to_none=True)  # the update is skipped
         if before is not None:
             before.restore()
-        return StepResult(loss, norms, lr, problem)
+        return StepResult(loss, norms, lr, problem, beta=beta)
 
     def evaluate_loss(self, *batch: Any) -> float:
         """The objective's negative bound on ``batch`` in nats per example, without gradients

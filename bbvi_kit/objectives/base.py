@@ -43,6 +43,16 @@ class Objective(Configurable):
         return 1.0
 
     @property
+    def scheduled(self) -> bool:
+        """Whether :meth:`latent_scale_at` changes with the step (then ``metrics.csv`` records it)."""
+        return False
+
+    def latent_scale_at(self, step: int | None) -> float:
+        """The latent scale at training step ``step`` (1-based); ``None``: the target value, used
+        by evaluation."""
+        return self.latent_scale
+
+    @property
     def analytic_kl(self) -> bool:
         """Whether each latent site's log p(z) - log q(z) is replaced by -KL(q || p) in closed form."""
         return False

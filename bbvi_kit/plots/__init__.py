@@ -19,6 +19,9 @@ and a dashed reference C log n / √n. Each figure is a module:
     objective when some group does not train the one-sample ELBO.
 ``iwae_bound_vs_K`` (:mod:`~bbvi_kit.plots.iwae_vs_k`)
     with IWAE runs at two or more K: the final test −IWAE_K bound and test −ELBO against K.
+``snr_vs_K`` (:mod:`~bbvi_kit.plots.snr_vs_k`)
+    with ``snr`` runs at two or more K: the final SNR(φ) and SNR(θ) against K, one line per
+    series (e.g. per estimator), with the predicted slopes ∓1/2 dashed.
 
 The constant C is fitted per group by least squares in log space over the second half of the
 iterations (:func:`bbvi_kit.results.rates.fit_log_rate`); the fitted values, the log-log slope

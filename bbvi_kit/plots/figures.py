@@ -3,8 +3,8 @@
 Runs are found recursively (:func:`bbvi_kit.results.find_runs`), grouped by everything but their
 seed (:func:`bbvi_kit.results.group_runs`), and each group's curves are aggregated over seeds
 (:func:`bbvi_kit.results.group_curves`); the figures are drawn by
-:mod:`~bbvi_kit.plots.grad_norm`, :mod:`~bbvi_kit.plots.test_loss` and
-:mod:`~bbvi_kit.plots.iwae_vs_k`.
+:mod:`~bbvi_kit.plots.grad_norm`, :mod:`~bbvi_kit.plots.test_loss`,
+:mod:`~bbvi_kit.plots.iwae_vs_k` and :mod:`~bbvi_kit.plots.snr_vs_k`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from bbvi_kit.errors import InputError
 from bbvi_kit.plots.common import STYLE, palette
 from bbvi_kit.plots.grad_norm import draw_grad_norm
 from bbvi_kit.plots.iwae_vs_k import draw_iwae_vs_k, iwae_series
+from bbvi_kit.plots.snr_vs_k import draw_snr_vs_k, has_snr_series
 from bbvi_kit.plots.test_loss import draw_test_loss
 from bbvi_kit.results.bands import Band
 from bbvi_kit.results.curves import GroupCurves, group_curves
@@ -82,7 +83,8 @@ def draw_figures(paths: Sequence[str | Path], out: str | Path,
     """Draw the paper's figures for every run under ``paths`` into the folder ``out``.
 
     Writes ``grad_norm_sq.{png,pdf}``, ``test_loss.{png,pdf}`` (when some group has evaluations),
-    ``iwae_bound_vs_K.{png,pdf}`` (when IWAE runs cover at least two K) and ``figures.json``. For
+    ``iwae_bound_vs_K.{png,pdf}`` (when IWAE runs cover at least two K), ``snr_vs_K.{png,pdf}``
+    (when runs with the ``snr`` diagnostic cover at least two K) and ``figures.json``. For
     each group, ``figures.json`` holds its label, sweep point, runs, seeds and statuses; ``C``, the
     constant of C log n / √n fitted to the mean running average on n ≥ n_max/2 (the iterations in
     ``C_fit_iterations``), ``log_log_slope`` on the same window, and ``C_per_epoch`` for the
@@ -128,6 +130,8 @@ def draw_figures(paths: Sequence[str | Path], out: str | Path,
         series = iwae_series(datas)
         if series:
             written += draw_iwae_vs_k(series, groups, out, record)
+        if has_snr_series(groups):
+            written += draw_snr_vs_k(groups, out)
     summary = {
         "paths": [str(p) for p in paths],
         "fit": "C log n / sqrt(n); log C = mean of [log ybar(n) - log(log n / sqrt n)] over n >= max(3, n_max/2), "

@@ -29,6 +29,10 @@ _PAPER_CAPTIONS = {
                     "mini-batch curves are not: E‖g‖² = ‖∇L‖² + tr Cov(g) has a noise floor.",
     "test_loss": "Test negative ELBO (and the test negative training objective when it differs) per evaluation.",
     "iwae_bound_vs_K": "Final test −IWAE_K bound and test −ELBO against K.",
+    "snr_vs_K": "Gradient SNR of the encoder (φ) and the decoder (θ) at each run's last snr measurement against "
+                "K, one line per series of points that differ only in K (e.g. per estimator); dashed: the slopes "
+                "−1/2 (φ) and +1/2 (θ) of the pathwise IWAE gradient (Rainforth et al. 2018). DReG's SNR(φ) should "
+                "not fall (Tucker et al. 2019).",
 }
 
 _RUN_CAPTIONS = {

@@ -45,9 +45,12 @@ def warner(warn: Callable[[str], None] | None) -> Callable[[str], None]:
     return lambda message: warnings.warn(message, FiguresWarning, stacklevel=3)
 
 
+FIGURE_DIAGNOSTICS = ("full_gradient", "snr")  # what draw_figures reads (grad_norm_sq, snr_vs_K)
+
+
 def find_runs(paths: Sequence[str | Path], warn: Callable[[str], None] | None = None) -> list[Run]:
     """Every run directory under ``paths``, recursively, each read once (with its
-    ``diagnostics/full_gradient.csv``, the only diagnostic the figures draw).
+    ``diagnostics/full_gradient.csv`` and ``diagnostics/snr.csv``, the diagnostics the figures draw).
 
     A run directory is a folder holding ``run.json`` and ``metrics.csv``; the search does not
     descend into one, nor into hidden folders. A run with no metrics rows yet is skipped with a
@@ -79,7 +82,7 @@ def find_runs(paths: Sequence[str | Path], warn: Callable[[str], None] | None = 
             if not metrics:
                 say(f"{run_dir}: no metrics rows yet; skipped")
                 continue
-            runs.append(load_run(run_dir, diagnostics=("full_gradient",), metrics=metrics))
+            runs.append(load_run(run_dir, diagnostics=FIGURE_DIAGNOSTICS, metrics=metrics))
             kept += 1
         if kept == 0:
             raise InputError(f"{root}: no run with metrics rows under it yet")

@@ -17,7 +17,7 @@ from tests.support import REPO
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
-NOT_PAPER = {"quickstart", "iwae_snr_k_sweep"}  # the embedded-data recipes
+NOT_PAPER = {"quickstart", "iwae_snr_k_sweep", "iwae_estimators"}  # the embedded-data recipes
 PAPER = [r for r in RECIPES if r.stem not in NOT_PAPER]
 
 # The paper's settings (Surendran et al., AISTATS 2025) that every experiment recipe keeps.
@@ -232,3 +232,19 @@ def test_snr_recipe_measures_snr_at_every_k(tmp_path: Path, cli_run: Callable) -
             rows = list(csv.DictReader(fh))
         assert [r["step"] for r in rows] == ["2", "4"]
         assert {"snr_phi_K1", "snr_theta_K16", "snr_norm_phi_K16"} <= set(rows[0])
+
+
+def test_estimators_recipe_compares_snr_against_k_per_estimator(tmp_path: Path, cli_run: Callable) -> None:
+    recipe = REPO / "recipes" / "iwae_estimators.yaml"
+    assert [(p["objective.num_particles"], p["estimator"]["name"]) for p in
+            (run.point for run in load_plan(recipe).points)] == [
+        (k, name) for k in (1, 4, 16, 64) for name in ("pathwise", "dreg", "stl")]
+    code, out, err = cli_run(["run", recipe, "training.iterations=2", "training.progress=false", "training.device=cpu",
+                              "sweep.objective.num_particles=[1, 4]",
+                              "diagnostics=[{name: snr, every: 2, num_draws: 4}]", "--out", tmp_path])
+    assert code == 0, err
+    sweep_dir = Path(out.split("sweep directory: ")[1].strip())
+    with open(sweep_dir / "summary.csv", newline="") as fh:
+        assert [row["status"] for row in csv.DictReader(fh)] == ["completed"] * 6
+    assert (sweep_dir / "plots" / "snr_vs_K.png").is_file()
+    assert "snr_vs_K.png" in json.loads((sweep_dir / "plots" / "figures.json").read_text())["files"]

@@ -24,6 +24,7 @@ from bbvi_kit import (
     TrainingOptions,
 )
 from bbvi_kit.devices import resolve_device
+from bbvi_kit.objectives import BetaELBO
 from bbvi_kit.optim import InverseSqrtIteration
 from bbvi_kit_plugins.gaussian_vae import GaussianVAE
 
@@ -363,3 +364,10 @@ def test_training_steps_read_nothing_back_from_the_device_until_a_flush(
     assert trainer.optimizer.defaults["fused"] is True
     assert len(history.metrics) == 10
     assert set(reads) <= {1, 10}, f"values read back at steps {sorted(set(reads) - {1, 10})}"
+
+
+def test_a_beta_schedule_is_recorded_in_the_metrics_and_a_constant_beta_is_not() -> None:
+    trainer, _ = make_trainer(objective=BetaELBO(beta=2.0, beta_schedule="linear", warmup_steps=4), epochs=1)
+    rows = trainer.fit(toy_data(40)).metrics
+    assert [r["beta"] for r in rows] == [2.0 * min(1.0, (r["step"] - 1) / 4) for r in rows]
+    assert "beta" not in make_trainer(objective=BetaELBO(beta=2.0), epochs=1)[0].fit(toy_data(40)).metrics[0]

@@ -175,7 +175,8 @@ def test_overridden_value_of_the_wrong_type_names_the_file_and_key() -> None:
     ("gaussian_vae", {"name": "digits"}, {"name": "elbo", "num_particles": 1, "kl": "sample"}),
     ("linear_vae", {"name": "digits"}, {"name": "elbo", "num_particles": 1, "kl": "sample"}),
     ("iwae", {"name": "digits"}, {"name": "iwae", "num_particles": 5}),
-    ("beta_vae", {"name": "digits"}, {"name": "beta", "num_particles": 1, "kl": "sample", "beta": 4.0}),
+    ("beta_vae", {"name": "digits"}, {"name": "beta", "num_particles": 1, "kl": "sample", "beta": 4.0,
+                                          "beta_schedule": "constant", "warmup_steps": 1000, "cycle_steps": 1000, "cycle_ratio": 0.5}),
     ("bayesian_logistic_regression", {"name": "digits", "labels": True},
      {"name": "elbo", "num_particles": 1, "kl": "sample"}),
 ])
@@ -372,7 +373,9 @@ def test_a_model_rejects_objectives_it_does_not_train_under(tmp_path: Path, mode
 
 def test_beta_vae_with_its_own_objective_is_fine(tmp_path: Path) -> None:
     path = write(tmp_path, "model: {name: beta_vae}\nobjective: {name: beta, beta: 2.0}\n")
-    assert load_recipe(path).objective.as_dict() == {"name": "beta", "num_particles": 1, "kl": "sample", "beta": 2.0}
+    assert load_recipe(path).objective.as_dict() == {
+        "name": "beta", "num_particles": 1, "kl": "sample", "beta": 2.0, "beta_schedule": "constant",
+        "warmup_steps": 1000, "cycle_steps": 1000, "cycle_ratio": 0.5}
 
 
 def test_leave_one_out_baseline_needs_two_particles(tmp_path: Path) -> None:

@@ -47,7 +47,10 @@ class MetricsLog(Callback):
             self.log.groups[:] = list(self.bbvi.groups)
         self.log.add(loop.step, loop.epoch, result)
         if loop.step % self.options.record_every == 0 or loop.last:
-            self.log.record({"step": loop.step, "epoch": loop.epoch, "lr": result.lr, "time": loop.elapsed()}, result)
+            head: dict[str, Any] = {"step": loop.step, "epoch": loop.epoch, "lr": result.lr, "time": loop.elapsed()}
+            if result.beta is not None:
+                head["beta"] = result.beta
+            self.log.record(head, result)
         if loop.step % self.options.flush_every == 0:
             self.flush(loop)
 

@@ -378,9 +378,9 @@ def test_recipes_take_both_diagnostics_with_their_options(tmp_path) -> None:  # 
                     "{name: snr, num_draws: 32, resample_batch: true}]\n")
     assert load_recipe(path).as_dict()["diagnostics"] == [
         {"name": "gradient_noise", "every": 100, "schedule": "grid", "num_batches": 4, "samples_per_batch": 4, "batch_size": None,
-         "replacement": True},
+         "replacement": True, "estimators": None},
         {"name": "snr", "every": None, "schedule": "grid", "num_draws": 32, "batch_size": None, "resample_batch": True,
-         "replacement": True, "num_particles": None},
+         "replacement": True, "num_particles": None, "estimators": None},
     ]
     path.write_text("model: {name: gaussian_vae}\ndiagnostics: [{name: gradient_noise, samples_per_batch: 1}]\n")
     with pytest.raises(InputError, match=r"diagnostics.0.samples_per_batch"):

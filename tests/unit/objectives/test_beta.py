@@ -11,7 +11,8 @@ import math
 import pytest
 import torch
 
-from bbvi_kit import BBVILoss, Pathwise
+from bbvi_kit import BBVI, BBVILoss, Pathwise
+from bbvi_kit.optim import SGD
 from bbvi_kit.objectives import ELBO, BetaELBO
 from bbvi_kit.registry import objectives
 from tests.support.conjugate import F64, closed_form_elbo, fixed_guide, model
@@ -60,7 +61,8 @@ def test_the_reductions_are_the_elbos() -> None:
 def test_beta_is_registered_as_beta_and_keeps_num_particles() -> None:
     assert objectives.get("beta") is BetaELBO
     assert issubclass(BetaELBO, ELBO)
-    assert repr(BetaELBO(beta=2.5, num_particles=3)) == "BetaELBO(num_particles=3, kl='sample', beta=2.5)"
+    assert repr(BetaELBO(beta=2.5, num_particles=3)) == ("BetaELBO(num_particles=3, kl='sample', beta=2.5, beta_schedule='constant', "
+                                                         "warmup_steps=1000, cycle_steps=1000, cycle_ratio=0.5)")
 
 
 @pytest.mark.parametrize("beta", [1e-9, 1e6])
@@ -74,3 +76,58 @@ def test_beta_out_of_range_is_a_one_line_error_naming_the_key(beta: float, words
     ((key, message),) = option_errors(lambda: BetaELBO(beta=beta), prefix="objective")
     assert key == "objective.beta"
     assert words in message and "\n" not in message
+
+
+def test_linear_warm_up_rises_from_zero_to_beta_over_its_steps() -> None:
+    objective = BetaELBO(beta=2.0, beta_schedule="linear", warmup_steps=4)
+    assert [objective.latent_scale_at(n) for n in range(1, 8)] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    assert objective.latent_scale_at(None) == 2.0 and objective.scheduled
+
+
+def test_cyclical_annealing_rises_over_the_first_ratio_of_each_cycle_then_holds() -> None:
+    # Fu et al. (2019): period 4, ratio 0.5: tau = 0, 1/4, 2/4, 3/4 gives beta 0, 1/2, 1, 1 per cycle.
+    objective = BetaELBO(beta=1.0, beta_schedule="cyclical", cycle_steps=4, cycle_ratio=0.5)
+    assert [objective.latent_scale_at(n) for n in range(1, 10)] == [0.0, 0.5, 1.0, 1.0, 0.0, 0.5, 1.0, 1.0, 0.0]
+    assert objective.latent_scale_at(None) == 1.0
+
+
+def test_constant_is_the_default_and_is_not_scheduled() -> None:
+    objective = BetaELBO(beta=3.0)
+    assert not objective.scheduled and objective.latent_scale_at(17) == 3.0 and not ELBO().scheduled
+
+
+@pytest.mark.parametrize("step, beta_n", [(1, 0.0), (2, 0.75), (3, 1.5), (9, 3.0)])
+def test_a_step_uses_its_scheduled_beta_in_the_closed_form(step: int, beta_n: float) -> None:
+    loss = BBVILoss(model, guide, BetaELBO(beta=3.0, beta_schedule="linear", warmup_steps=4), Pathwise(),
+                    max_plate_nesting=1)
+    loss.step = step
+    value = loss(torch.full((2,), X, dtype=F64)).loss.item()
+    assert value == pytest.approx(-(RECONSTRUCTION - beta_n * KL), abs=1e-12)
+    loss.step = None  # evaluation: the target beta
+    assert loss(torch.full((2,), X, dtype=F64)).loss.item() == pytest.approx(-(RECONSTRUCTION - 3.0 * KL), abs=1e-12)
+
+
+def test_bbvi_steps_report_the_scheduled_beta_and_evaluate_at_the_target() -> None:
+    m = torch.nn.Parameter(torch.tensor(M, dtype=F64))
+
+    def learnt_guide(x: torch.Tensor) -> None:
+        import pyro
+        import pyro.distributions as dist
+
+        pyro.param("m", m)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(m, torch.tensor(S, dtype=F64)))
+
+    bbvi = BBVI(model, learnt_guide, BetaELBO(beta=2.0, beta_schedule="cyclical", cycle_steps=2), Pathwise(),
+                SGD(lr=1e-6), device="cpu", max_plate_nesting=1)
+    x = torch.full((2,), X, dtype=F64)
+    assert [bbvi.step(x).beta for _ in range(4)] == [0.0, 2.0, 0.0, 2.0]
+    assert BBVI(model, learnt_guide, BetaELBO(beta=2.0), Pathwise(), SGD(lr=1e-6), device="cpu",
+                max_plate_nesting=1).step(x).beta is None  # constant: no column
+
+
+@pytest.mark.parametrize("key, value", [("warmup_steps", 0), ("cycle_steps", 0), ("cycle_ratio", 0.0),
+                                        ("cycle_ratio", 1.5), ("beta_schedule", "sigmoid")])
+def test_schedule_options_out_of_range_are_one_line_errors_naming_the_key(key: str, value: object) -> None:
+    ((where, message),) = option_errors(lambda: BetaELBO(**{key: value}), prefix="objective")
+    assert where == f"objective.{key}" and "\n" not in message

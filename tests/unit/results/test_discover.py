@@ -70,10 +70,10 @@ def test_a_run_reached_twice_is_read_once(tmp_path: Path) -> None:
     assert names(runs) == ["r0", "r1"]
 
 
-def test_only_the_full_gradient_diagnostic_is_read(tmp_path: Path) -> None:
-    run = make_run(tmp_path / "r", diagnostics=("full_gradient", "snr"))
+def test_only_the_diagnostics_the_figures_draw_are_read(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "r", diagnostics=("full_gradient", "snr", "gradient_noise"))
     (found,) = find_runs([run])
-    assert set(found.diagnostics) == {"full_gradient"} and len(found.full) == 1
+    assert set(found.diagnostics) == {"full_gradient", "snr"} and len(found.full) == 1
 
 
 def test_a_run_without_rows_is_skipped_with_a_warning(tmp_path: Path) -> None:
