@@ -105,7 +105,8 @@ class BBVILoss:
     def __call__(self, *args: Any, **kwargs: Any) -> SurrogateLoss:
         if self.parts is not None:
             assert isinstance(self.estimator, PerGroup)
-            return self.estimator.combine(self._part(0, args, kwargs), self._part(1, args, kwargs))
+            phi = self.estimator.guide_gradient(self._part(0, args, kwargs))
+            return self.estimator.combine(phi, self._part(1, args, kwargs))
         return self.estimator.surrogate(self.objective, self.particles(*args, **kwargs))
 
     def _part(self, index: int, args: tuple, kwargs: dict) -> SurrogateLoss:

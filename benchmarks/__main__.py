@@ -1,7 +1,8 @@
 """``python -m benchmarks``: run every benchmark and write benchmarks/RESULTS.md (and .json).
 
 Options: ``--out PATH`` (default benchmarks/RESULTS.md), ``--only GROUP`` (training_step,
-profile, estimators, heldout, data_loading; repeatable), ``--smoke`` (tiny sizes, seconds: checks that the
+profile, estimators, heldout, data_loading; repeatable; the other groups' figures already in
+``--out``'s .json are kept, with the date each group was measured), ``--smoke (tiny sizes, seconds: checks that the
 benchmarks run, measures nothing worth reading), ``--render`` (write RESULTS.md again from its
 .json, e.g. after editing NOTES.md).
 """
@@ -133,6 +134,9 @@ def render(results: dict[str, Any]) -> str:
         f"Python {info['python']}, torch {info['torch']}, Pyro {info['pyro']}. Raw figures: `{results['json']}`.",
         "",
     ]
+    if results.get("dates"):
+        measured = ", ".join(f"{group} {date}" for group, date in results["dates"].items() if group in results)
+        lines += [f"Measured on: {measured} (`--only` keeps the other groups' figures).", ""]
     if results.get("smoke"):
         lines += ["**Smoke run (tiny sizes): these figures check that the benchmarks run, nothing more.**", ""]
     if "training_step" in results:
@@ -193,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     if "data_loading" in groups:
         print("data path", file=sys.stderr, flush=True)
         results["data_loading"] = data_loading.run(smoke_run=args.smoke)
+    if args.only and json_path.is_file():  # the groups not measured now keep their last figures
+        earlier = json.loads(json_path.read_text(encoding="utf-8"))
+        dates = {**{g: earlier["date"] for g in GROUPS if g in earlier}, **earlier.get("dates", {}),
+                 **{group: results["date"] for group in groups}}
+        results = {**{g: earlier[g] for g in GROUPS if g in earlier and g not in groups}, **results, "dates": dates}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
     atomic_write_text(args.out, render(results))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -36,6 +37,14 @@ def _build_estimator(spec: str | dict[str, Any]) -> Estimator:
         raise ValueError("; ".join(f"{key}: {message}" for key, message in describe_validation_error(exc))) from None
 
 
+@dataclass
+class GuideGradient:
+    """phi's part of a split step: the ids of the guide's parameters and their gradients."""
+
+    guide: set[int]
+    pairs: list[tuple[torch.Tensor, torch.Tensor | None]]
+
+
 @register_estimator("split")
 class PerGroup(Estimator):
     r"""The gradient of the guide's parameters phi from one estimator, that of the model's
@@ -60,7 +69,8 @@ class PerGroup(Estimator):
     phi is every trainable tensor that the guide's draws or log densities depend on (as
     :mod:`bbvi_kit.parameters` classifies them), theta every other one the bound reaches. The
     step costs two particle passes and two backward passes (``torch.autograd.grad`` on each,
-    restricted to its group); the surrogate handed back is linear in the parameters, with the two
+    restricted to its group; phi's is taken before theta's pass is drawn, so the two graphs are
+    not held at once); the surrogate handed back is linear in the parameters, with the two
     gradients as its coefficients, so one ``backward`` puts them in place. The reported loss is
     the run's objective, from the theta pass.
     """
@@ -119,15 +129,23 @@ class PerGroup(Estimator):
     def surrogate(self, objective: Objective, particles: Particles) -> SurrogateLoss:
         raise TypeError("estimator split draws two passes of particles: call it through BBVILoss")
 
-    def combine(self, phi: SurrogateLoss, theta: SurrogateLoss) -> SurrogateLoss:
+    def guide_gradient(self, phi: SurrogateLoss) -> GuideGradient:
+        """phi's part's gradient in the guide's parameters, taken at once so that its pass's graph is
+        freed before theta's pass is drawn."""
+        guide = leaf_tensors(site_tensors(phi.particles.guide_trace))
+        params = list(guide.values())
+        grads: tuple[torch.Tensor | None, ...] = ()
+        if params and phi.surrogate.requires_grad:
+            grads = torch.autograd.grad(phi.surrogate, params, allow_unused=True)
+        return GuideGradient(set(guide), list(zip(params, grads)))
+
+    def combine(self, phi: GuideGradient, theta: SurrogateLoss) -> SurrogateLoss:
         """The surrogate whose gradient is phi's part's in the guide's parameters and theta's part's
-        in the model's (class docstring), from the two parts' surrogate losses."""
-        guide = leaf_tensors(site_tensors(theta.particles.guide_trace) + site_tensors(phi.particles.guide_trace))
-        model = [t for i, t in leaf_tensors([theta.surrogate]).items() if i not in guide]
-        pairs: list[tuple[torch.Tensor, torch.Tensor | None]] = []
-        for part, params in ((phi, list(guide.values())), (theta, model)):
-            if params and part.surrogate.requires_grad:
-                pairs += zip(params, torch.autograd.grad(part.surrogate, params, allow_unused=True))
+        in the model's (class docstring)."""
+        model = [t for i, t in leaf_tensors([theta.surrogate]).items() if i not in phi.guide]
+        pairs = list(phi.pairs)
+        if model and theta.surrogate.requires_grad:
+            pairs += zip(model, torch.autograd.grad(theta.surrogate, model, allow_unused=True))
         surrogate: torch.Tensor = theta.surrogate.detach() * 0.0  # (nothing reached: no gradient)
         for p, grad in pairs:
             if grad is not None:

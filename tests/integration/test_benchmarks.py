@@ -83,3 +83,14 @@ def test_the_benchmark_command_writes_its_results(tmp_path: Path) -> None:
     assert len(ratios) == len(CPU_CASES) and all(r > 0 and r == r for r in ratios)
     first = results["training_step"][0]["peak_mib"]  # memory, in a child process: the first case under --smoke
     assert len(first) == 3 and all(m["rss_mib"] == m["rss_mib"] for m in first.values())
+    # --only measures one group again and keeps the others' figures, each with its date
+    earlier = json.loads(out.with_suffix(".json").read_text())
+    earlier["date"] = "2026-01-01"
+    out.with_suffix(".json").write_text(json.dumps(earlier))
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--only", "heldout", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    merged = json.loads(out.with_suffix(".json").read_text())
+    assert merged["training_step"] == earlier["training_step"] and merged["estimators"] == earlier["estimators"]
+    assert merged["dates"]["heldout"] == merged["date"] != "2026-01-01" == merged["dates"]["training_step"]
+    assert "bbvi-kit / hand-written" in out.read_text() and "K_eval" in out.read_text()
