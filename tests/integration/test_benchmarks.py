@@ -77,7 +77,7 @@ def test_the_benchmark_command_writes_its_results(tmp_path: Path) -> None:
     for case in CPU_CASES:
         assert case.title.split(",")[0] in text
     assert "bbvi-kit / hand-written" in text and "K_eval" in text and "JPEG" in text
-    assert "Estimators: STL, DReG and analytic KL against pathwise" in text
+    assert "Estimators: STL, DReG, analytic KL, split and Rao-Blackwellisation" in text
     results = json.loads(out.with_suffix(".json").read_text())
     ratios = [r["engine_vs_handwritten"] for r in results["training_step"]]
     assert len(ratios) == len(CPU_CASES) and all(r > 0 and r == r for r in ratios)
