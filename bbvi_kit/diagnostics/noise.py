@@ -25,6 +25,7 @@ the parameter vector whatever the number of draws.
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Annotated, Mapping, Sequence, Sized, cast
 
 import numpy as np
@@ -381,7 +382,8 @@ class GradientSNR(Diagnostic):
 
     @classmethod
     def findings(cls, table: Table, run: Run, label: str = "") -> list[Finding]:
-        """The last SNR(φ) and SNR(θ); a warning when SNR(φ) is below 1."""
+        """The last SNR(φ) and SNR(θ); a warning when SNR(φ) is below 1; with ``estimators``,
+        SNR(φ) under each (:func:`estimator_comparison`)."""
         phi, theta = last_finite(table, "snr_phi"), last_finite(table, "snr_theta")
         if phi is None:
             return []
@@ -391,16 +393,36 @@ class GradientSNR(Diagnostic):
         if theta is not None:
             text += f" and SNR(θ) = {short(theta[1])}"
             numbers["snr_theta"] = theta[1]
-        if phi[1] < 1:
-            return [Finding(text + ": the encoder's gradient is mostly noise (SNR(φ) below 1).", "warning",
-                            "diagnostic:snr", numbers)]
-        return [Finding(text + ".", "info", "diagnostic:snr", numbers)]
+        found = [Finding(text + ": the encoder's gradient is mostly noise (SNR(φ) below 1).", "warning",
+                         "diagnostic:snr", numbers) if phi[1] < 1 else Finding(text + ".", "info", "diagnostic:snr",
+                                                                             numbers)]
+        return found + estimator_comparison(table, who)
 
     @classmethod
     def comparison_findings(cls, name: str, groups: Sequence[Group]) -> list[Finding]:
         """SNR(φ) and SNR(θ) at the end against K, per series of points that differ only in K:
         the log-log slope of the mean over seeds (Rainforth et al. 2018 predict −1/2 and +1/2)."""
         return snr_against_k(name, groups)
+
+
+def estimator_comparison(table: Table, who: str = "") -> list[Finding]:
+    """With ``estimators: [...]``: the last SNR(φ) under each estimator measured (columns
+    ``snr_phi_<estimator>``, at the run's K), and which gives the encoder the most signal."""
+    by_estimator = {}
+    for column in table.columns:
+        estimator = column[len("snr_phi_"):]
+        if column.startswith("snr_phi_") and estimator and not re.search(r"(^|_)K\d+$", estimator):
+            last = last_finite(table, column)
+            if last is not None:
+                by_estimator[estimator] = last
+    if len(by_estimator) < 2:
+        return []
+    step = max(v[0] for v in by_estimator.values())
+    best = max(by_estimator, key=lambda e: by_estimator[e][1])
+    listed = ", ".join(f"{e} {short(v[1])}" for e, v in by_estimator.items())
+    numbers = {"step": step, **{f"snr_phi_{e}": v[1] for e, v in by_estimator.items()}}
+    return [Finding(f"{who}at n = {num(step)}, SNR(φ) by estimator on the same parameters and draws: {listed}; "
+                    f"{best} gives the encoder the most signal.", "info", "diagnostic:snr", numbers)]
 
 
 def snr_series(name: str, groups: Sequence[Group]) -> list[tuple[str, list[tuple[float, Group]]]]:
