@@ -296,6 +296,13 @@ def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
                 f"bbvi-kit: guide sites marked for enumeration are sampled, not summed out: "
                 f"{', '.join(map(repr, enumerated))}", UserWarning, stacklevel=4,
             )
+        with_baseline = [s["name"] for s in guide_sites if "baseline" in s["infer"]]
+        if with_baseline and not rao_blackwellise:
+            warnings.warn(
+                f"bbvi-kit: guide sites with infer={{'baseline': ...}} ({', '.join(map(repr, with_baseline))}): only "
+                "estimator score or auto with rao_blackwellise: true reads per-site baselines; this run ignores them",
+                UserWarning, stacklevel=4,
+            )
 
     model_only_names = {s["name"] for s in model_only}
     weighted = [s for s in model_sites if s["name"] not in model_only_names]

@@ -8,6 +8,7 @@ gradient are per example (divided by the number of examples n); Pyro's are sums.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -311,3 +312,23 @@ def test_bbvi_trains_with_rao_blackwellised_scores_and_per_site_baselines() -> N
     assert all(np.isfinite(r.loss.item()) and not r.skipped for r in [first, *results])
     assert all(not torch.equal(before[k], after[k]) for k in before)  # guide, model and baseline net moved
     assert "g" in bbvi.state_dict()["estimator"]["site_baselines"]["running_means"]
+
+
+def test_a_site_baseline_without_rao_blackwellisation_is_named_in_a_warning() -> None:
+    def guide(x: torch.Tensor) -> None:
+        p = pyro.param("p", torch.tensor(0.4), constraint=dist.constraints.unit_interval)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Bernoulli(p), infer={"baseline": {"use_decaying_avg_baseline": True}})
+
+    def model(x: torch.Tensor) -> None:
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    pyro.clear_param_store()
+    x = torch.zeros(3)
+    with pytest.warns(UserWarning, match=r"guide sites with infer=\{'baseline': \.\.\.\} \('z'\).*ignores them"):
+        BBVILoss(model, guide, ELBO(), ScoreFunction(), max_plate_nesting=1)(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BBVILoss(model, guide, ELBO(), ScoreFunction(**RB), max_plate_nesting=1)(x)
