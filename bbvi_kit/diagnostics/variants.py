@@ -16,11 +16,13 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+from pydantic import ValidationError
 
 from bbvi_kit.diagnostics.base import DiagnosticContext
 from bbvi_kit.errors import InputError
 from bbvi_kit.estimators.base import Estimator
 from bbvi_kit.objectives.base import Objective
+from bbvi_kit.plugin import describe_validation_error
 from bbvi_kit.registry import estimators as estimator_registry
 
 Measure = Callable[[DiagnosticContext], dict[str, float]]
@@ -32,7 +34,11 @@ def build_estimators(names: Sequence[str], objective: Objective, key: str) -> li
     :class:`InputError` line naming ``key`` (e.g. ``diagnostics.snr.estimators``)."""
     built = []
     for name in names:
-        estimator = estimator_registry.get(name, key=key)()
+        try:
+            estimator = estimator_registry.get(name, key=key)()
+        except ValidationError as exc:  # (split: its options have no defaults)
+            problems = "; ".join(f"{k}: {m}" for k, m in describe_validation_error(exc))
+            raise InputError(f"{key}: estimator {name} needs options ({problems}); name estimators that have defaults")
         try:
             estimator.check(objective)
         except ValueError as exc:

@@ -116,6 +116,9 @@ def test_an_estimator_the_objective_cannot_take_is_one_line_naming_the_key(tmp_p
                     "diagnostics: [{name: snr, estimators: [pathwise, dreg]}]\n")
     with pytest.raises(InputError, match=r"^.*r\.yaml: diagnostics\.0\.estimators: estimator dreg needs objective iwae"):
         load_recipe(path)
+    path.write_text("model: {name: gaussian_vae}\ndiagnostics: [{name: snr, estimators: [split]}]\n")
+    with pytest.raises(InputError, match=r"diagnostics\.0\.estimators: estimator split needs options \(phi: Field required\)"):
+        load_recipe(path)
     path.write_text("model: {name: gaussian_vae}\ndiagnostics: [{name: gradient_noise, estimators: [drag]}]\n")
     with pytest.raises(InputError, match=r"diagnostics\.0\.estimators: unknown estimator plugin 'drag'.*did you mean 'dreg'"):
         load_recipe(path)
