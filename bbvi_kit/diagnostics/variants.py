@@ -38,7 +38,8 @@ def build_estimators(names: Sequence[str], objective: Objective, key: str) -> li
             estimator = estimator_registry.get(name, key=key)()
         except ValidationError as exc:  # (split: its options have no defaults)
             problems = "; ".join(f"{k}: {m}" for k, m in describe_validation_error(exc))
-            raise InputError(f"{key}: estimator {name} needs options ({problems}); name estimators that have defaults")
+            raise InputError(f"{key}: estimator {name} needs options ({problems}); name estimators that have defaults") \
+                from None
         try:
             estimator.check(objective)
         except ValueError as exc:
