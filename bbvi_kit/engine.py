@@ -109,7 +109,7 @@ class Trainer:
             diagnostic.check(objective, f"diagnostics.{name}")
         opts = self._training
         self.bbvi = BBVI(model, guide, objective, estimator, optimizer, schedule=schedule, grad_clip=opts.grad_clip,
-                         on_nonfinite=opts.on_nonfinite, nonfinite_check=opts.nonfinite_check,
+                         on_nonfinite=opts.on_nonfinite, nonfinite_check=opts.nonfinite_check, precision=opts.precision,
                          parameter_groups=parameter_groups, modules=modules, max_plate_nesting=max_plate_nesting,
                          examples=examples, device=opts.device)
         self.device = self.bbvi.device

@@ -68,6 +68,11 @@ class TrainingOptions(PluginOptions):
         "optimizer and the policy applied at the next flush; auto: at_flush on CUDA with adam, adamw "
         "or sgd, else every_step",
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="the networks' arithmetic: fp32, or bf16 (autocast inside the model's networks, their outputs "
+        "and every log density, the bound and the optimizer in float32)",
+    )
     validation: Literal["first_step", "every_step"] = Field(
         "first_step",
         description="Pyro's and torch's argument and support checks in training steps (each a host "

@@ -55,6 +55,7 @@ from bbvi_kit.objectives.elbo import ELBO
 from bbvi_kit.optim import Constant, OptimizerPlugin, Schedule
 from bbvi_kit.parameters import GroupsFn, ParameterGroups
 from bbvi_kit.pass_state import PassState
+from bbvi_kit.precision import NetworkAutocast, Precision
 
 
 @dataclass
@@ -108,6 +109,8 @@ class BBVI:
             methods of one are found).
         max_plate_nesting, examples: see :class:`bbvi_kit.loss.BBVILoss`.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:1"``, ...; batches are moved there.
+        precision: ``"fp32"``, or ``"bf16"``: the networks of ``modules`` (their direct children)
+            run under bfloat16 autocast, everything else in float32 (:mod:`bbvi_kit.precision`).
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class BBVI:
         max_plate_nesting: int | None = None,
         examples: ExamplesSpec = None,
         device: str | torch.device = "auto",
+        precision: Precision = "fp32",
     ) -> None:
         self.model = model
         self.guide = guide
@@ -142,6 +146,8 @@ class BBVI:
             if owner is not None and all(owner is not m for m in self.modules):
                 self.modules.append(owner)
         self.param_groups = ParameterGroups(self.modules, parameter_groups)
+        self.precision = precision
+        self.autocast = NetworkAutocast(self.modules, self.device.type, precision) if precision != "fp32" else None
         self.loss = BBVILoss(model, guide, objective, estimator, max_plate_nesting, examples)
         # Values only (no gradients): the auto estimator serves any guide, discrete latents and
         # point estimates included.

@@ -1,0 +1,87 @@
+"""training.precision: bf16 (bbvi_kit.precision): the networks compute in bfloat16, everything the
+particle pass builds from their outputs (draws, log densities, the bound) and the parameters,
+gradients and optimizer stay float32; a training run's test loss stays within a stated tolerance
+of the float32 run's."""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from bbvi_kit import BBVI, ELBO, Adam, DataInfo, Pathwise, Trainer, TrainingOptions
+from bbvi_kit.precision import NetworkAutocast
+from bbvi_kit_plugins.gaussian_vae import GaussianVAE
+
+
+class Nets(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Sequential(nn.Linear(4, 3), nn.Tanh())
+        self.outer = nn.Linear(3, 2)
+        self.seen: list[torch.dtype] = []
+        self.inner[0].register_forward_hook(lambda m, a, out: self.seen.append(out.dtype))
+
+
+def test_networks_compute_in_bf16_and_return_float32() -> None:
+    nets = Nets()
+    autocast = NetworkAutocast([nets], "cpu", "bf16")
+    out = nets.outer(nets.inner(torch.randn(5, 4)))
+    assert nets.seen == [torch.bfloat16] and out.dtype == torch.float32
+    assert not torch.is_autocast_enabled("cpu")  # only inside the networks
+    nets.inner[0].register_forward_hook(lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        nets.inner(torch.randn(5, 4))
+    assert not torch.is_autocast_enabled("cpu")  # a failing call closes its autocast too
+    autocast.remove()
+    nets.seen.clear()
+    nets2 = Nets()
+    assert nets2.outer(nets2.inner(torch.randn(5, 4))).dtype == torch.float32 and nets2.seen == [torch.float32]
+
+
+def vae_step(precision: str) -> tuple[BBVI, GaussianVAE]:
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    vae = GaussianVAE(DataInfo(name="toy", shape=(6,), num_train=16, num_test=0), latent_dim=2, hidden=[8])
+    return BBVI(vae.model, vae.guide, ELBO(), Pathwise(), Adam(lr=1e-3), modules=[vae], device="cpu",
+                precision=precision), vae  # type: ignore[arg-type]
+
+
+def test_the_particle_pass_the_gradients_and_the_parameters_stay_float32() -> None:
+    x = torch.rand(16, 6, generator=torch.Generator().manual_seed(0))
+    (low, vae), (full, _) = vae_step("bf16"), vae_step("fp32")
+    pyro.set_rng_seed(1)
+    particles = low.loss.particles(x)
+    assert particles.log_weights.dtype == torch.float32
+    sites = [s for s in particles.guide_trace.nodes.values() if s["type"] == "sample" and s["name"] == "z"]
+    assert sites[0]["value"].dtype == torch.float32 and sites[0]["fn"].base_dist.loc.dtype == torch.float32
+    pyro.set_rng_seed(2)
+    a = low.step(x)
+    pyro.set_rng_seed(2)
+    b = full.step(x)
+    assert a.loss.dtype == torch.float32 and all(p.grad is None or p.grad.dtype == torch.float32 for p in vae.parameters())
+    assert all(p.dtype == torch.float32 for p in vae.parameters())
+    assert a.loss.item() == pytest.approx(b.loss.item(), rel=2e-2)  # bf16 keeps about 3 significant digits
+    assert a.loss.item() != b.loss.item()  # (the networks did run in bf16)
+
+
+def test_a_bf16_run_ends_within_a_tenth_of_a_percent_of_the_float32_runs_test_loss() -> None:
+    """The Gaussian VAE on a fixed low-rank data set, 300 Adam steps: measured 0.007% to 0.014%
+    apart for seeds 0 to 3 (README: Speed)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.sigmoid(torch.randn(512, 2, generator=g) @ torch.randn(2, 12, generator=g))
+    train, test = TensorDataset(x[:448]), TensorDataset(x[448:])
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        vae = GaussianVAE(DataInfo(name="toy", shape=(12,), num_train=448, num_test=64), latent_dim=2, hidden=[32])
+        trainer = Trainer(vae.model, vae.guide, objective=ELBO(), estimator=Pathwise(), optimizer=Adam(lr=3e-3),
+                          modules=[vae], parameter_groups=vae.parameter_groups,
+                          training=TrainingOptions(batch_size=64, iterations=300, epochs=100, progress=False,
+                                                   device="cpu", precision=precision))
+        trainer.fit(train)
+        losses[precision] = trainer.evaluate(test, seed=0)["test_loss"]
+    assert abs(losses["bf16"] - losses["fp32"]) <= 1e-3 * abs(losses["fp32"]), losses
