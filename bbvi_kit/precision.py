@@ -1,8 +1,8 @@
-"""Mixed precision for a run's networks (``training.precision``): bf16 inside them, float32 outside.
+"""Mixed precision for a run's networks (``training.precision``): bf16 or fp16 inside them, float32 outside.
 
-With ``bf16``, every call of a network, meaning a direct child module of the modules the run
+With ``bf16`` (or ``fp16``), every call of a network, meaning a direct child module of the modules the run
 trains (a model plugin's encoder and decoder, or the submodules of the ``nn.Module`` whose methods
-are the model and guide), runs under ``torch.autocast`` with bfloat16, and the floating-point
+are the model and guide), runs under ``torch.autocast`` with bfloat16 (float16), and the floating-point
 tensors it returns are cast back to float32. So the matrix products and convolutions, most of a
 VAE step's arithmetic, run in bfloat16, while every distribution that model and guide build
 from those outputs, every latent draw, log density and the bound are float32: the particle pass,
@@ -13,6 +13,14 @@ CPU and CUDA autocast keep different operators in float32 (on the CPU ``log``, `
 ``sum`` of a bfloat16 tensor stay bfloat16): casting at the networks' boundary makes the log
 densities float32 on both. A network called outside those modules (a ``pyro.module`` net that the
 run was not given) runs in float32.
+
+With ``fp16``, whose range is narrow, the step also scales the loss with ``torch.amp``'s gradient
+scaler before the backward pass and unscales the gradient before its norms, clipping and the
+update (:class:`bbvi_kit.infer.bbvi.BBVI`): a step whose loss is finite but whose gradient
+overflowed makes no update and lowers the scale, as ``torch.amp`` does; it is counted in the
+``scaler_skips`` column of ``metrics.csv`` and has no row of its own (its norms are infinite), and it
+is not a non-finite step of the run. As in ``torch.amp``, such a step has moved batch-norm
+statistics and a running baseline (unless ``on_nonfinite: skip`` puts them back).
 
 Reference: Micikevicius et al., "Mixed Precision Training", ICLR 2018; Kalamkar et al., "A Study
 of BFLOAT16 for Deep Learning Training", 2019.
@@ -25,8 +33,8 @@ from typing import Any, Iterable, Literal
 import torch
 from torch import nn
 
-Precision = Literal["fp32", "bf16"]
-LOW = {"bf16": torch.bfloat16}
+Precision = Literal["fp32", "bf16", "fp16"]
+LOW = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _to_float32(value: Any) -> Any:

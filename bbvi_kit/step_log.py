@@ -63,6 +63,7 @@ class StepLog:
     grad_norm_sq_sum: torch.Tensor = field(init=False)
     good_steps: torch.Tensor = field(init=False)
     skipped_steps: torch.Tensor = field(init=False)
+    scaler_skips: int = field(init=False, default=0)  # fp16: steps whose overflowing gradient the scaler skipped
     _rows: list[_Pending] = field(default_factory=list)
     _checks: list[tuple[int, int, torch.Tensor]] = field(default_factory=list)
 
@@ -73,16 +74,21 @@ class StepLog:
     def state(self) -> dict[str, Any]:
         """The running sums, for a checkpoint (call after :meth:`flush`)."""
         return {"grad_norm_sq_sum": self.grad_norm_sq_sum.detach().cpu(), "good_steps": int(self.good_steps),
-                "skipped_steps": int(self.skipped_steps)}
+                "skipped_steps": int(self.skipped_steps), "scaler_skips": self.scaler_skips}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.grad_norm_sq_sum = state["grad_norm_sq_sum"].to(self.device, torch.float32)
         self.good_steps = torch.tensor(int(state["good_steps"]), device=self.device)
         self.skipped_steps = torch.tensor(int(state["skipped_steps"]), device=self.device)
+        self.scaler_skips = int(state.get("scaler_skips", 0))
 
     # -- steps ---------------------------------------------------------------------------------
     def add(self, step: int, epoch: int, result: StepResult) -> None:
-        """Count the step; with a host-known problem, apply the policy now (raise or count)."""
+        """Count the step; with a host-known problem, apply the policy now (raise or count). An
+        fp16 step the gradient scaler skipped (:attr:`StepResult.overflow`) is only counted."""
+        if result.overflow:
+            self.scaler_skips += 1
+            return
         total = result.norms["total"].float()
         if result.finite is not None:  # at_flush: the device knows
             made = result.finite
@@ -131,8 +137,9 @@ class StepLog:
                      *(f"minibatch_grad_norm_sq_{g}" for g in self.groups)]
             row.update(zip(names, vals[:-1]))
             row["lr"] = pending.head["lr"]
-            if "beta" in pending.head:  # a scheduled objective's beta at this step
-                row["beta"] = pending.head["beta"]
+            for extra in ("beta", "scaler_skips"):  # a scheduled beta; fp16's steps skipped by the scaler so far
+                if extra in pending.head:
+                    row[extra] = pending.head[extra]
             if not self.stop_on_nonfinite:  # skipping: the skipped_steps column
                 row["skipped_steps"] = int(vals[-1])
             row["time"] = pending.head["time"]

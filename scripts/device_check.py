@@ -75,6 +75,7 @@ def recipe_runs(data: Path) -> list[tuple[str, list[str]]]:
         ("recipes/quickstart.yaml", quick + ["training.iterations=8", f"diagnostics={ALL_DIAGNOSTICS}"]),
         ("recipes/quickstart.yaml", quick + ["training.iterations=4", "estimator.name=score"]),
         ("recipes/quickstart.yaml", quick + ["training.iterations=4", "training.precision=bf16"]),
+        ("recipes/quickstart.yaml", quick + ["training.iterations=8", "training.precision=fp16"]),
         ("recipes/iwae_estimators.yaml", few + ["objective.num_particles=5", "estimator.name=dreg"]),
         ("recipes/cifar100_beta_vae.yaml", few + [f"data.root={data}"]),
         ("recipes/cifar100_iwae.yaml", few + [f"data.root={data}", "objective.num_particles=5"]),

@@ -68,10 +68,10 @@ class TrainingOptions(PluginOptions):
         "optimizer and the policy applied at the next flush; auto: at_flush on CUDA with adam, adamw "
         "or sgd, else every_step",
     )
-    precision: Literal["fp32", "bf16"] = Field(
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32",
-        description="the networks' arithmetic: fp32, or bf16 (autocast inside the model's networks, their outputs "
-        "and every log density, the bound and the optimizer in float32)",
+        description="the networks' arithmetic: fp32, or bf16 / fp16 (autocast inside the model's networks, their "
+        "outputs and every log density, the bound and the optimizer in float32; fp16 with a gradient scaler)",
     )
     validation: Literal["first_step", "every_step"] = Field(
         "first_step",

@@ -68,12 +68,13 @@ class StepResult:
     problem: str | None = None  # known on the host: why the update was not made
     finite: torch.Tensor | None = None  # nonfinite_check at_flush: whether the update was made, on the device
     beta: float | None = None  # a scheduled objective's latent scale at this step (beta warm-up); else None
+    overflow: bool = False  # fp16: the loss was finite, the gradient overflowed; the scaler skipped the update
 
     @property
     def skipped(self) -> bool:
         """Whether the update was skipped as non-finite (under ``at_flush`` this reads the flag
         back from the device)."""
-        if self.problem is not None:
+        if self.problem is not None or self.overflow:
             return True
         return self.finite is not None and not bool(self.finite)
 
@@ -109,8 +110,11 @@ class BBVI:
             methods of one are found).
         max_plate_nesting, examples: see :class:`bbvi_kit.loss.BBVILoss`.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:1"``, ...; batches are moved there.
-        precision: ``"fp32"``, or ``"bf16"``: the networks of ``modules`` (their direct children)
-            run under bfloat16 autocast, everything else in float32 (:mod:`bbvi_kit.precision`).
+        precision: ``"fp32"``; ``"bf16"`` or ``"fp16"``: the networks of ``modules`` (their
+            direct children) run under autocast in that type, everything else in float32
+            (:mod:`bbvi_kit.precision`); ``fp16`` also scales the loss with a gradient scaler
+            (:attr:`scaler`): a step whose gradient overflows is skipped by it
+            (:attr:`StepResult.overflow`), not counted as non-finite.
     """
 
     def __init__(
@@ -148,6 +152,8 @@ class BBVI:
         self.param_groups = ParameterGroups(self.modules, parameter_groups)
         self.precision = precision
         self.autocast = NetworkAutocast(self.modules, self.device.type, precision) if precision != "fp32" else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
+        self._scaled = False  # this step's gradient went through the scaler (unscaled before its norms)
         self.loss = BBVILoss(model, guide, objective, estimator, max_plate_nesting, examples)
         # Values only (no gradients): the auto estimator serves any guide, discrete latents and
         # point estimates included.
@@ -168,6 +174,11 @@ class BBVI:
         # (a plugin that overrides build without the fused keyword cannot give a fused optimizer)
         plugin = self.optimizer_plugin
         fused = plugin.supports_fused and "fused" in inspect.signature(plugin.build).parameters
+        if self.scaler is not None:  # its scale and skips are decided on the host, step by step
+            if mode == "at_flush":
+                raise InputError("training.nonfinite_check: at_flush cannot be used with training.precision: fp16 "
+                                 "(its gradient scaler decides each step on the host); use every_step or auto")
+            return False
         if mode == "at_flush" and not fused:
             raise InputError(
                 f"training.nonfinite_check: at_flush needs an optimizer with a fused implementation "
@@ -227,13 +238,17 @@ class BBVI:
         assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=True)
         if result is not None:
-            (result.surrogate if share is None else result.surrogate * share).backward()
+            surrogate = result.surrogate if share is None else result.surrogate * share
+            (surrogate if self.scaler is None else self.scaler.scale(surrogate)).backward()
             loss = result.loss.detach()
             del result  # the traces and their tensors, before the next step allocates its own
         else:  # refused, or an empty shard: no loss (NaN when refused), no gradient
             loss = torch.full((), math.nan if refused is not None else 0.0, device=self.device)
         if share is not None:
             loss = self._sum_over_ranks(loss * share)
+        self._scaled = self.scaler is not None and any(p.grad is not None for p in self.parameters)
+        if self._scaled:
+            self.scaler.unscale_(self.optimizer)  # type: ignore[union-attr]  # the norms, clipping and update see the true gradient
         norms = squared_grad_norms(self.groups) if refused is None or share is not None else \
             {g: loss for g in ("total", *self.groups)}
         lr = self.optimizer_plugin.lr * self.schedule.factor(self.num_steps, epoch)
@@ -246,6 +261,13 @@ class BBVI:
         if refused is None and bool(finite):
             self._update(lr)
             return StepResult(loss, norms, lr, beta=beta)
+        if self.scaler is not None and self._scaled:
+            self.scaler.update()  # an overflow lowers the scale
+            if refused is None and bool(torch.isfinite(loss)):  # fp16 overflow: skipped as torch.amp skips it
+                self.optimizer.zero_grad(set_to_none=True)
+                if before is not None:
+                    before.restore()
+                return StepResult(loss, norms, lr, beta=beta, overflow=True)
         problem = str(refused) if refused is not None else (
             nonfinite_message(self.num_steps, epoch, loss.item(), norms["total"].item()))
         self.optimizer.zero_grad(set_to_none=True)  # the update is skipped
@@ -313,7 +335,11 @@ class BBVI:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if skip_if is None:
-            self.optimizer.step()
+            if self.scaler is None or not self._scaled:  # (no gradient at all: nothing for the scaler to check)
+                self.optimizer.step()
+            else:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             return
         fused: Any = self.optimizer  # a fused optimizer reads found_inf, which Optimizer does not declare
         fused.found_inf = skip_if.to(torch.float32)
@@ -339,6 +365,7 @@ class BBVI:
             "buffers": [{k: b.detach().cpu().clone() for k, b in m.named_buffers()} for m in self.modules],
             "optimizer": self.optimizer.state_dict(),
             "estimator": to_device_tree(self.estimator.state_dict(), torch.device("cpu")),
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any], batches: Iterable[tuple]) -> None:
@@ -400,6 +427,8 @@ class BBVI:
                         own[k].copy_(b)
             self.optimizer.load_state_dict(state["optimizer"])
             self.estimator.load_state_dict(to_device_tree(state["estimator"], self.device))
+            if self.scaler is not None and "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise InputError(f"the checkpoint does not fit this run: {type(exc).__name__}: {exc}") from None
         self.optimizer.zero_grad(set_to_none=True)

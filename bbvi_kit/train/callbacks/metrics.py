@@ -46,10 +46,12 @@ class MetricsLog(Callback):
         if not self.log.groups:
             self.log.groups[:] = list(self.bbvi.groups)
         self.log.add(loop.step, loop.epoch, result)
-        if loop.step % self.options.record_every == 0 or loop.last:
+        if not result.overflow and (loop.step % self.options.record_every == 0 or loop.last):  # (fp16: no row)
             head: dict[str, Any] = {"step": loop.step, "epoch": loop.epoch, "lr": result.lr, "time": loop.elapsed()}
             if result.beta is not None:
                 head["beta"] = result.beta
+            if self.options.precision == "fp16":  # steps whose overflow the gradient scaler skipped, so far
+                head["scaler_skips"] = self.log.scaler_skips
             self.log.record(head, result)
         if loop.step % self.options.flush_every == 0:
             self.flush(loop)
