@@ -50,13 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch_normal._standard_normal = _noise_from_cpu  # type: ignore[attr-defined]  # (module docstring)
     a, b = (run_losses(args.work / f"run{i}", device, args.iterations) for i, device in enumerate(args.devices))
+    ok, message = compare(a, b, args.tolerance)
+    print(f"{args.devices[0]} and {args.devices[1]}: {message}")
+    return 0 if ok else 1
+
+
+def compare(a: list[float], b: list[float], tolerance: float) -> tuple[bool, str]:
+    """Whether the losses ``a`` and ``b`` agree within ``tolerance`` (relative to max(1, |a|)),
+    and a line saying how far apart they are."""
     if len(a) != len(b) or not a:
-        print(f"different numbers of rows: {len(a)} and {len(b)}")
-        return 1
+        return False, f"different numbers of rows: {len(a)} and {len(b)}"
     worst = max(abs(x - y) / max(1.0, abs(x)) for x, y in zip(a, b))
-    print(f"{args.devices[0]} and {args.devices[1]}: {len(a)} steps, largest relative loss difference {worst:.3g} "
-          f"(tolerance {args.tolerance:g})")
-    return 0 if worst <= args.tolerance else 1
+    return worst <= tolerance, f"{len(a)} steps, largest relative loss difference {worst:.3g} (tolerance {tolerance:g})"
 
 
 if __name__ == "__main__":

@@ -100,24 +100,23 @@ def test_without_cuda_it_refuses_in_one_line_and_lists_its_steps_on_request() ->
     assert listed.returncode == 0 and "training-step benchmark on cuda" in listed.stdout
 
 
-def test_the_agreement_check_shares_the_noise_and_compares_the_runs(tmp_path: Path) -> None:
+def test_the_agreement_check_shares_the_noise_and_compares_the_runs(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
     """Both runs draw the guide's noise from the CPU stream (the same numbers whatever the
-    device); two runs on the CPU then agree exactly, and a tolerance below zero fails."""
+    device); two runs on the CPU then agree exactly; the comparison fails past its tolerance."""
     import torch.distributions.normal as torch_normal
 
-    agreement = importlib.util.spec_from_file_location("agreement", ROOT / "scripts" / "cpu_cuda_agreement.py")
-    assert agreement is not None and agreement.loader is not None
-    module = importlib.util.module_from_spec(agreement)
-    agreement.loader.exec_module(module)
+    spec = importlib.util.spec_from_file_location("agreement", ROOT / "scripts" / "cpu_cuda_agreement.py")
+    assert spec is not None and spec.loader is not None
+    agreement = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agreement)
     torch.manual_seed(5)
     expected = torch.randn(3, 2)
     torch.manual_seed(5)
-    assert torch.equal(module._noise_from_cpu((3, 2), torch.float32, torch.device("cpu")), expected)
-    assert torch_normal._standard_normal is not module._noise_from_cpu  # (patched only in its own process)
-    command = [sys.executable, "scripts/cpu_cuda_agreement.py", str(tmp_path), "--devices", "cpu", "cpu",
-               "--iterations", "3"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and "3 steps, largest relative loss difference 0 " in done.stdout, done.stderr
-    strict = subprocess.run([*command[:2], str(tmp_path / "again"), *command[3:], "--tolerance", "-1"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
-    assert strict.returncode == 1
+    assert torch.equal(agreement._noise_from_cpu((3, 2), torch.float32, torch.device("cpu")), expected)
+    monkeypatch.setattr(torch_normal, "_standard_normal", torch_normal._standard_normal)  # put back afterwards
+    monkeypatch.chdir(ROOT)
+    assert agreement.main([str(tmp_path), "--devices", "cpu", "cpu", "--iterations", "3"]) == 0
+    assert "3 steps, largest relative loss difference 0 " in capsys.readouterr().out
+    assert agreement.compare([1.0, 2.0], [1.0, 2.0005], 1e-3) == (True, "2 steps, largest relative loss difference "
+                                                                       "0.00025 (tolerance 0.001)")
+    assert not agreement.compare([1.0, 2.0], [1.0, 2.01], 1e-3)[0] and not agreement.compare([1.0], [], 1.0)[0]
