@@ -22,6 +22,9 @@ One step n (1-based, :attr:`BBVI.num_steps` after the call):
 
 A scheduled objective (beta warm-up, :class:`bbvi_kit.objectives.beta.BetaELBO`) uses its value
 at step n in the step and reports it (:attr:`StepResult.beta`); evaluation uses its target.
+With ``precision="fp16"`` the surrogate is scaled by ``torch.amp``'s gradient scaler before 2 and
+the gradient unscaled before 3; a step whose loss is finite but whose gradient overflowed float16
+makes no update and lowers the scale (:attr:`StepResult.overflow`), as ``torch.amp`` does.
 
 Unlike ``SVI``, the optimizer is a plain ``torch.optim`` optimizer built from the parameters the
 first step's traces name (later ones join it when they first appear), and the gradient norms are
