@@ -97,7 +97,8 @@ def plan(python: str, out: Path, work: Path, results_name: str) -> list[Step]:
     families = [" ".join([run, recipe, *map(shlex.quote, overrides), "--out", str(work / "families")])
                 for recipe, overrides in recipe_runs(data)]
     kill_resume = (
-        f"{run} {quick} training.device=cuda training.epochs=4 training.checkpoint_every=10 --out {work}/killed & pid=$!; "
+        # 30 epochs (about 700 steps): still running when its first checkpoint appears, even on a fast GPU
+        f"{run} {quick} training.device=cuda training.epochs=30 training.checkpoint_every=10 --out {work}/killed & pid=$!; "
         f"for i in $(seq 600); do [ -n \"$(find {work}/killed -name 'step-*.pt' 2>/dev/null | head -1)\" ] && break; "
         "sleep 0.1; done; kill -9 $pid; wait $pid; "
         f"d=$(dirname $(find {work}/killed -name run.json | head -1)); {run} --resume $d && grep -q completed $d/run.json"
@@ -110,7 +111,7 @@ def plan(python: str, out: Path, work: Path, results_name: str) -> list[Step]:
     agree = f"{python} {ROOT / 'scripts' / 'cpu_cuda_agreement.py'} {work}/agree --iterations 40 --tolerance 1e-3"
     return [  # the benchmark early: if the budget runs out, the later checks are the ones skipped
         Step("gpu-marked tests", 100, f"{python} -m pytest -q -m gpu -p no:cacheprovider -o addopts=-ra tests"),
-        Step("training-step benchmark on cuda", 150,
+        Step("training-step benchmark on cuda", 180,
              f"{python} -m benchmarks --only training_step --out {out / results_name}"),
         Step("generated CelebA and CIFAR-100 files", 30, make_data),
         Step("every recipe family for a few steps on cuda, every diagnostic once", 150, " && ".join(families)),
