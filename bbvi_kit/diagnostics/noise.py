@@ -25,7 +25,6 @@ the parameter vector whatever the number of draws.
 from __future__ import annotations
 
 import json
-import re
 from typing import TYPE_CHECKING, Annotated, Mapping, Sequence, Sized, cast
 
 import numpy as np
@@ -41,6 +40,7 @@ from bbvi_kit.errors import InputError
 from bbvi_kit.findings import Finding
 from bbvi_kit.objectives.base import Objective
 from bbvi_kit.parameters import ParameterGroups
+from bbvi_kit.registry import estimators as estimator_registry
 from bbvi_kit.registry import register_diagnostic
 from bbvi_kit.results.groups import Group
 from bbvi_kit.results.run import Run
@@ -411,7 +411,7 @@ def estimator_comparison(table: Table, who: str = "") -> list[Finding]:
     by_estimator = {}
     for column in table.columns:
         estimator = column[len("snr_phi_"):]
-        if column.startswith("snr_phi_") and estimator and not re.search(r"(^|_)K\d+$", estimator):
+        if column.startswith("snr_phi_") and estimator in estimator_registry:  # (not a group's name, not a K)
             last = last_finite(table, column)
             if last is not None:
                 by_estimator[estimator] = last
