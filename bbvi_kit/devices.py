@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -20,12 +20,20 @@ def to_device(args: tuple, device: torch.device) -> tuple:
     return tuple(a.to(device, non_blocking=True) if isinstance(a, torch.Tensor) else a for a in args)
 
 
+def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``value`` with ``fn`` applied to every tensor in its dicts, lists and tuples (named tuples
+    included)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: map_tensors(v, fn) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(map_tensors(v, fn) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(map_tensors(v, fn) for v in value)
+    return value
+
+
 def to_device_tree(value: Any, device: torch.device) -> Any:
     """``value`` with every tensor in its dicts, lists and tuples moved to ``device``."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: to_device_tree(v, device) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_device_tree(v, device) for v in value)
-    return value
+    return map_tensors(value, lambda t: t.to(device))

@@ -41,6 +41,11 @@ class NestedOptionsError(ValueError):
         super().__init__("; ".join(f"{key}: {msg}" if key else msg for key, msg in problems))
 
 
+def validation_error_line(exc: ValidationError, prefix: str = "") -> str:
+    """Every problem of ``exc`` on one line: ``key: message; key: message`` (keys dotted)."""
+    return "; ".join(f"{key or '(top level)'}: {msg}" for key, msg in describe_validation_error(exc, prefix))
+
+
 def describe_validation_error(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
     """``(dotted key, one-line message)`` for every error in a pydantic ``ValidationError``."""
     problems: list[tuple[str, str]] = []

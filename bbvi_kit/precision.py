@@ -33,22 +33,14 @@ from typing import Any, Iterable, Literal
 import torch
 from torch import nn
 
+from bbvi_kit.devices import map_tensors
+
 Precision = Literal["fp32", "bf16", "fp16"]
 LOW = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _to_float32(value: Any) -> Any:
-    """``value`` with every low-precision floating-point tensor in it (through tuples, lists and
-    dicts) cast to float32."""
-    if isinstance(value, torch.Tensor):
-        return value.float() if value.dtype in (torch.bfloat16, torch.float16) else value
-    if isinstance(value, tuple):
-        return type(value)(*map(_to_float32, value)) if hasattr(value, "_fields") else tuple(map(_to_float32, value))
-    if isinstance(value, list):
-        return [_to_float32(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_float32(v) for k, v in value.items()}
-    return value
+def _to_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float() if tensor.dtype in (torch.bfloat16, torch.float16) else tensor
 
 
 class NetworkAutocast:
@@ -72,7 +64,7 @@ class NetworkAutocast:
 
     def _exit(self, module: nn.Module, args: Any, output: Any) -> Any:
         self._open.pop().__exit__(None, None, None)
-        return _to_float32(output)
+        return map_tensors(output, _to_float32)
 
     def remove(self) -> None:
         for handle in self._handles:

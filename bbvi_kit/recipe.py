@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bbvi_kit.config import TrainingOptions
 from bbvi_kit.config.safe_yaml import describe_yaml_error, load_yaml, one_line, parse_yaml
 from bbvi_kit.errors import InputError
-from bbvi_kit.plugin import PluginOptions, describe_validation_error
+from bbvi_kit.plugin import PluginOptions, validation_error_line
 from bbvi_kit.registry import REGISTRIES, load_plugin_source
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -180,8 +180,7 @@ class Recipe:
 
 # -- errors ------------------------------------------------------------------------------------
 def _format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> InputError:
-    problems = describe_validation_error(exc, prefix)
-    return InputError(f"{source}: " + "; ".join(f"{key or '(top level)'}: {msg}" for key, msg in problems))
+    return InputError(f"{source}: {validation_error_line(exc, prefix)}")
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any, what: str) -> None:

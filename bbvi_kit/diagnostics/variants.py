@@ -22,7 +22,7 @@ from bbvi_kit.diagnostics.base import DiagnosticContext
 from bbvi_kit.errors import InputError
 from bbvi_kit.estimators.base import Estimator
 from bbvi_kit.objectives.base import Objective
-from bbvi_kit.plugin import describe_validation_error
+from bbvi_kit.plugin import validation_error_line
 from bbvi_kit.registry import estimators as estimator_registry
 
 Measure = Callable[[DiagnosticContext], dict[str, float]]
@@ -37,7 +37,7 @@ def build_estimators(names: Sequence[str], objective: Objective, key: str) -> li
         try:
             estimator = estimator_registry.get(name, key=key)()
         except ValidationError as exc:  # (split: its options have no defaults)
-            problems = "; ".join(f"{k}: {m}" for k, m in describe_validation_error(exc))
+            problems = validation_error_line(exc)
             raise InputError(f"{key}: estimator {name} needs options ({problems}); name estimators that have defaults") \
                 from None
         try:

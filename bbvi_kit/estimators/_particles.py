@@ -349,7 +349,8 @@ def _one_pass(model: Callable, guide: Callable, args: tuple, kwargs: dict, *, nu
         for site in sites:
             if site["name"] in draw.held:
                 unscaled = site["unscaled_log_prob"] if trace is guide_trace else _density(site)
-                held_scores[site["name"]] = (site, unscaled)
+                if rao_blackwellise:
+                    held_scores[site["name"]] = (site, unscaled)
                 score = _add(score, _reduce_to(unscaled, total_dims, keep, site["name"]), 1.0)
     per_site: list[SiteScore] | None = None
     if rao_blackwellise:

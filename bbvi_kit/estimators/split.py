@@ -12,14 +12,18 @@ from bbvi_kit.estimators.base import Estimator, SurrogateLoss
 from bbvi_kit.estimators._particles import Particles
 from bbvi_kit.objectives.base import Objective
 from bbvi_kit.parameters import leaf_tensors, site_tensors
-from bbvi_kit.plugin import PluginOptions, describe_validation_error
+from bbvi_kit.errors import InputError
+from bbvi_kit.plugin import PluginOptions, validation_error_line
 from bbvi_kit.registry import estimators, objectives, register_estimator
 
 
-def _known(registry: Any, name: str) -> str:
-    if name not in registry:
-        raise ValueError(f"unknown {registry.kind} plugin {name!r}; known: {', '.join(registry.names())}")
-    return name
+def _plugin(registry: Any, name: str) -> Any:
+    """``registry.get(name)``, its one-line error (with a "did you mean") as a ``ValueError`` for
+    pydantic's validators."""
+    try:
+        return registry.get(name)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _build_estimator(spec: str | dict[str, Any]) -> Estimator:
@@ -32,9 +36,9 @@ def _build_estimator(spec: str | dict[str, Any]) -> Estimator:
     if name == "split":
         raise ValueError("split cannot contain split")
     try:
-        return estimators.get(_known(estimators, name))(**options)
+        return _plugin(estimators, name)(**options)
     except ValidationError as exc:
-        raise ValueError("; ".join(f"{key}: {message}" for key, message in describe_validation_error(exc))) from None
+        raise ValueError(validation_error_line(exc)) from None
 
 
 @dataclass
@@ -96,7 +100,9 @@ class PerGroup(Estimator):
         @field_validator("phi_objective")
         @classmethod
         def _objective(cls, name: str | None) -> str | None:
-            return None if name is None else _known(objectives, name)
+            if name is not None:
+                _plugin(objectives, name)
+            return name
 
     options: Options
 

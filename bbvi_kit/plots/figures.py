@@ -21,7 +21,8 @@ from bbvi_kit.errors import InputError
 from bbvi_kit.plots.common import STYLE, palette
 from bbvi_kit.plots.grad_norm import draw_grad_norm
 from bbvi_kit.plots.iwae_vs_k import draw_iwae_vs_k, iwae_series
-from bbvi_kit.plots.snr_vs_k import draw_snr_vs_k, has_snr_series
+from bbvi_kit.diagnostics.noise import snr_series
+from bbvi_kit.plots.snr_vs_k import DIAGNOSTIC, draw_snr_vs_k
 from bbvi_kit.plots.test_loss import draw_test_loss
 from bbvi_kit.results.bands import Band
 from bbvi_kit.results.curves import GroupCurves, group_curves
@@ -130,8 +131,9 @@ def draw_figures(paths: Sequence[str | Path], out: str | Path,
         series = iwae_series(datas)
         if series:
             written += draw_iwae_vs_k(series, groups, out, record)
-        if has_snr_series(groups):
-            written += draw_snr_vs_k(groups, out)
+        against_k = snr_series(DIAGNOSTIC, groups)
+        if against_k:
+            written += draw_snr_vs_k(against_k, groups, out)
     summary = {
         "paths": [str(p) for p in paths],
         "fit": "C log n / sqrt(n); log C = mean of [log ybar(n) - log(log n / sqrt n)] over n >= max(3, n_max/2), "

@@ -13,25 +13,20 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from bbvi_kit.diagnostics.noise import final_snr, snr_series
+from bbvi_kit.diagnostics.noise import final_snr
 from bbvi_kit.plots.common import PANEL_HEIGHT, describe, finish_axes, legend_below, palette, save
 from bbvi_kit.results.groups import Group, format_value
 
-__all__ = ["draw_snr_vs_k", "has_snr_series"]
+__all__ = ["DIAGNOSTIC", "SnrSeries", "draw_snr_vs_k"]
 
 DIAGNOSTIC = "snr"
+SnrSeries = list[tuple[str, list[tuple[float, Group]]]]  # (label, [(K, group)]), as snr_series gives
 
 
-def has_snr_series(groups: Sequence[Group]) -> bool:
-    """Whether some sweep points with the ``snr`` diagnostic differ only in K (two K at least)."""
-    return bool(snr_series(DIAGNOSTIC, groups))
-
-
-def draw_snr_vs_k(groups: Sequence[Group], out: Path) -> list[Path]:
-    """``snr_vs_K.{png,pdf}`` in ``out``: per series of :func:`bbvi_kit.diagnostics.noise.snr_series`,
-    the mean over seeds of each run's last ``snr_phi`` and ``snr_theta`` against K; returns the
-    paths written."""
-    series = snr_series(DIAGNOSTIC, groups)
+def draw_snr_vs_k(series: SnrSeries, groups: Sequence[Group], out: Path) -> list[Path]:
+    """``snr_vs_K.{png,pdf}`` in ``out``: per series of :func:`bbvi_kit.diagnostics.noise.snr_series`
+    (diagnostic ``snr``), the mean over seeds of each run's last ``snr_phi`` and ``snr_theta``
+    against K; returns the paths written."""
     fig = Figure(figsize=(12.5, PANEL_HEIGHT), layout="constrained")
     axes = fig.subplots(1, 2)
     colours = palette(len(series))
